@@ -1,0 +1,120 @@
+"""The EG3D tri-plane generator, as separate stages so callers can cache intermediate results."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from . import camera
+from .backbone import Backbone
+from .config import GeneratorConfig
+from .rendering import render_rays
+from .superres import SuperResolution
+from .triplane import TriPlaneDecoder, sample_planes
+
+
+class TriPlaneGenerator(nn.Module):
+    """z, c -> ws -> tri-planes -> volume-rendered feature image -> super-resolved image.
+
+    Parameter names match the official `TriPlaneGenerator` state dict (backbone.*, decoder.*,
+    superresolution.*, dataset_label_std).
+    """
+
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = Backbone(cfg)
+        self.decoder = TriPlaneDecoder(cfg.backbone.plane_channels, cfg.decoder)
+        self.superresolution = SuperResolution(
+            cfg.superres, cfg.decoder.output_features, cfg.img_resolution, cfg.img_channels,
+            fused_modconv=cfg.backbone.fused_modconv, inplace_rgb=cfg.rendering.official_compat)
+        # Per-dimension std of the training labels (official snapshots carry it).
+        self.register_buffer("dataset_label_std", torch.ones([cfg.c_dim]))
+
+    # Official attribute names, so scripts written for official G objects keep working.
+    z_dim = property(lambda self: self.cfg.z_dim)
+    c_dim = property(lambda self: self.cfg.c_dim)
+    w_dim = property(lambda self: self.cfg.w_dim)
+    img_resolution = property(lambda self: self.cfg.img_resolution)
+    img_channels = property(lambda self: self.cfg.img_channels)
+    num_ws = property(lambda self: self.backbone.synthesis.num_ws)
+
+    @property
+    def neural_rendering_resolution(self) -> int:
+        return self.cfg.neural_rendering_resolution
+
+    @neural_rendering_resolution.setter
+    def neural_rendering_resolution(self, value: int) -> None:
+        self.cfg.neural_rendering_resolution = int(value)
+
+    def mapping(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0,
+                truncation_cutoff: Optional[int] = None, update_emas: bool = False) -> torch.Tensor:
+        """z [B, z_dim], camera label c [B, 25] -> ws [B, num_ws, w_dim].
+
+        c is scaled by c_scale, or zeroed when generator pose conditioning is off.
+        """
+        c = torch.zeros_like(c) if self.cfg.c_gen_conditioning_zero else c * self.cfg.c_scale
+        return self.backbone.mapping(z, c, truncation_psi=truncation_psi,
+                                     truncation_cutoff=truncation_cutoff, update_emas=update_emas)
+
+    def planes(self, ws: torch.Tensor, noise_mode: str = "random", fused_modconv=None) -> torch.Tensor:
+        """ws [B, num_ws, w_dim] -> tri-planes [B, 3, C, H, W]."""
+        out = self.backbone.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused_modconv)
+        b = self.cfg.backbone
+        return out.reshape(out.shape[0], b.num_planes, b.plane_channels, out.shape[-2], out.shape[-1])
+
+    def sample_density(self, planes: torch.Tensor, points: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Decoder outputs at world points [B, N, 3]: sigma [B, N, 1] (raw), rgb [B, N, F]."""
+        r = self.cfg.rendering
+        return self.decoder(sample_planes(planes, points, r.box_warp, r.plane_axes))
+
+    def render(self, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor,
+               neural_rendering_resolution: Optional[int] = None, deterministic: bool = False,
+               depth_resolution: Optional[int] = None,
+               depth_resolution_importance: Optional[int] = None,
+               superresolution: bool = True, return_samples: bool = False) -> Dict[str, torch.Tensor]:
+        """Render cached planes from cameras c [B, 25].
+
+        Returns image [B,3,S,S] (when superresolution), image_raw [B,3,R,R], image_depth
+        [B,1,R,R], feature_image [B,F,R,R], image_alpha [B,1,R,R]; with return_samples also the
+        coarse depths, coarse weights and fine depths [B, R*R, N, 1].
+        deterministic=True removes both random draws of the sampler (no jitter, fixed u).
+        """
+        res = neural_rendering_resolution or self.cfg.neural_rendering_resolution
+        cam2world, intrinsics = camera.split_label(c)
+        origins, directions = camera.generate_rays(cam2world, intrinsics, res)
+        result = render_rays(lambda p: self.sample_density(planes, p), origins, directions,
+                             self.cfg.rendering, deterministic=deterministic,
+                             depth_resolution=depth_resolution,
+                             depth_resolution_importance=depth_resolution_importance)
+        batch = c.shape[0]
+
+        def to_image(t: torch.Tensor) -> torch.Tensor:
+            return t.transpose(1, 2).reshape(batch, t.shape[-1], res, res)
+
+        feature_image = to_image(result.features).contiguous()
+        out = {"feature_image": feature_image, "image_depth": to_image(result.depth),
+               "image_alpha": to_image(result.opacity)}
+        if superresolution:
+            work = feature_image.clone()           # SR may write into its first channels
+            rgb = work[:, :3]
+            out["image"] = self.superresolution(rgb, work, ws)
+            out["image_raw"] = rgb
+        else:
+            out["image_raw"] = feature_image[:, :3]
+        if return_samples:
+            out.update(depths_coarse=result.depths_coarse, weights_coarse=result.weights_coarse,
+                       depths_fine=result.depths_fine)
+        return out
+
+    def synthesis(self, ws: torch.Tensor, c: torch.Tensor, noise_mode: str = "random",
+                  **render_kwargs) -> Dict[str, torch.Tensor]:
+        """ws + cameras -> images (official name): planes(ws) then render(...)."""
+        return self.render(self.planes(ws, noise_mode=noise_mode), ws, c, **render_kwargs)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0,
+                truncation_cutoff: Optional[int] = None, update_emas: bool = False,
+                **synthesis_kwargs) -> Dict[str, torch.Tensor]:
+        ws = self.mapping(z, c, truncation_psi, truncation_cutoff, update_emas=update_emas)
+        return self.synthesis(ws, c, **synthesis_kwargs)

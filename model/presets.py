@@ -1,0 +1,74 @@
+"""Named architecture presets: the official EG3D configs plus small ones for CPU work and tests."""
+from __future__ import annotations
+
+import copy
+
+from .config import (BackboneConfig, DiscriminatorConfig, GeneratorConfig, MappingConfig,
+                     RenderingConfig, SuperResConfig)
+
+
+def _ffhq_like(pivot) -> GeneratorConfig:
+    return GeneratorConfig(
+        img_resolution=512, neural_rendering_resolution=128,
+        backbone=BackboneConfig(channel_base=32768, channel_max=512),
+        rendering=RenderingConfig(ray_start=2.25, ray_end=3.3, depth_resolution=48,
+                                  depth_resolution_importance=48, box_warp=1,
+                                  avg_camera_radius=2.7, avg_camera_pivot=list(pivot)),
+        superres=SuperResConfig(module="SuperresolutionHybrid8XDC", num_fp16_res=4),
+    )
+
+
+def _shapenet() -> GeneratorConfig:
+    cfg = GeneratorConfig(
+        img_resolution=128, neural_rendering_resolution=64, c_gen_conditioning_zero=True,
+        backbone=BackboneConfig(channel_base=32768, channel_max=512),
+        rendering=RenderingConfig(ray_start=0.1, ray_end=2.6, depth_resolution=64,
+                                  depth_resolution_importance=64, box_warp=1.6, white_back=True,
+                                  avg_camera_radius=1.7, avg_camera_pivot=[0, 0, 0]),
+        superres=SuperResConfig(module="SuperresolutionHybrid2X", num_fp16_res=4),
+    )
+    cfg.regularization.gpc_reg_prob = None
+    return cfg
+
+
+def _tiny() -> GeneratorConfig:
+    """A few-hundred-kB generator for tests and CPU smoke runs (64 px output, 32 px render)."""
+    return GeneratorConfig(
+        z_dim=64, w_dim=64, img_resolution=64, neural_rendering_resolution=32,
+        mapping=MappingConfig(num_layers=2),
+        backbone=BackboneConfig(resolution=64, channel_base=1024, channel_max=32),
+        rendering=RenderingConfig(depth_resolution=12, depth_resolution_importance=12,
+                                  official_compat=False, plane_axes="clean"),
+        superres=SuperResConfig(module="SuperresolutionHybrid2X", num_fp16_res=0, w_dim=64,
+                                channels=[32, 16]),
+    )
+
+
+_GENERATORS = {
+    "ffhq512": lambda: _ffhq_like([0, 0, 0.2]),
+    "afhq512": lambda: _ffhq_like([0, 0, -0.06]),
+    "shapenet128": _shapenet,
+    "tiny": _tiny,
+}
+
+_DISCRIMINATORS = {
+    "ffhq512": lambda: DiscriminatorConfig(img_resolution=512),
+    "afhq512": lambda: DiscriminatorConfig(img_resolution=512),
+    "shapenet128": lambda: DiscriminatorConfig(img_resolution=128),
+    "tiny": lambda: DiscriminatorConfig(img_resolution=64, channel_base=1024, channel_max=32,
+                                        num_fp16_res=0, mapping_layers=2),
+}
+
+PRESETS = tuple(_GENERATORS)
+
+
+def generator_config(name: str) -> GeneratorConfig:
+    if name not in _GENERATORS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return copy.deepcopy(_GENERATORS[name]())
+
+
+def discriminator_config(name: str) -> DiscriminatorConfig:
+    if name not in _DISCRIMINATORS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return copy.deepcopy(_DISCRIMINATORS[name]())

@@ -1,0 +1,24 @@
+#!/usr/bin/env python3
+"""EG3D viewer and exports.
+
+    python visualizer.py [MODEL] [viewer options]         open the interactive viewer
+    python visualizer.py turntable|interpolate|images|mesh [options]   command-line exports
+
+Run `python visualizer.py --help` or `python visualizer.py SUBCOMMAND --help` for the options.
+"""
+import sys
+
+EXPORT_COMMANDS = ("turntable", "interpolate", "images", "mesh")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in EXPORT_COMMANDS:
+        from app import cli
+        return cli.main(argv)
+    from app import viewer
+    return viewer.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
