@@ -57,9 +57,13 @@ class DualDiscriminator(nn.Module):
     c_dim = property(lambda self: self.cfg.c_dim)
     img_resolution = property(lambda self: self.cfg.img_resolution)
 
-    def forward(self, img: Dict[str, torch.Tensor], c: torch.Tensor, **_unused) -> torch.Tensor:
-        image = img["image"]
-        x = torch.cat([image, resize_raw(img["image_raw"], image.shape[-1])], dim=1)
+    def forward(self, img: Dict[str, torch.Tensor], c: torch.Tensor, blur_sigma: float = 0.0,
+                blur_sigma_raw: float = 0.0, **_unused) -> torch.Tensor:
+        """blur_sigma blurs the final image (the official warm-up blur); blur_sigma_raw blurs
+        the upsampled raw image too (the official loss leaves it unblurred)."""
+        image = ops.gaussian_blur(img["image"], blur_sigma)
+        raw = ops.gaussian_blur(resize_raw(img["image_raw"], image.shape[-1]), blur_sigma_raw)
+        x = torch.cat([image, raw], dim=1)
         h = None
         for res in self.block_resolutions:
             h = getattr(self, f"b{res}")(h, x if h is None else None)

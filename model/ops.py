@@ -171,8 +171,26 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     x = conv2d_resample(x, w.to(x.dtype), resample_filter, up=up, padding=padding, groups=batch)
     x = x.reshape(batch, -1, *x.shape[2:])
     if noise is not None:
-        x = x + noise
+        x = x + noise.to(x.dtype)
     return x
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur [B, C, H, W] with the discriminator-warm-up kernel of EG3D/StyleGAN3.
+
+    Taps exp2(-(i / sigma)^2) for |i| <= floor(3 sigma), normalised, applied separably with zero
+    padding so the size is kept. sigma < 1/3 leaves x unchanged.
+    """
+    size = math.floor(sigma * 3)
+    if size <= 0:
+        return x
+    taps = torch.arange(-size, size + 1, device=x.device, dtype=torch.float32).div(sigma).square().neg().exp2()
+    taps = (taps / taps.sum()).to(x.dtype)
+    channels = x.shape[1]
+    x = F.conv2d(F.pad(x, [size, size, 0, 0]), taps.reshape(1, 1, 1, -1).expand(channels, 1, 1, -1),
+                 groups=channels)
+    return F.conv2d(F.pad(x, [0, 0, size, size]), taps.reshape(1, 1, -1, 1).expand(channels, 1, -1, 1),
+                    groups=channels)
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:

@@ -571,7 +571,10 @@ def read_snapshot(path, nets: Optional[Tuple[str, ...]] = None) -> dict:
     nets = () if nets is None else tuple(nets)
     data = restricted_load(source)
     if not isinstance(data, dict) or not any(k in data for k in NETWORK_NAMES):
-        kind = f"a dict with keys {sorted(map(str, data))[:8]}" if isinstance(data, dict) else f"a {type(data).__name__}"
+        if isinstance(data, dict):
+            kind = f"a dict with keys {sorted(map(str, data))[:8]}"
+        else:
+            kind = f"a {type(data).__name__}"
         raise PklImportError(f"{source} is not an EG3D training snapshot: its top level is {kind}, "
                              f"expected a dict with 'G', 'D', 'G_ema'")
     for net in nets:
@@ -588,6 +591,10 @@ def read_snapshot(path, nets: Optional[Tuple[str, ...]] = None) -> dict:
         out["training_set_kwargs"] = _plain(data.get("training_set_kwargs"))
     except _Malformed as e:
         raise PklImportError(f"cannot read {source}: {e}") from e
+    except (TypeError, AttributeError, ValueError, KeyError, RecursionError) as e:  # hostile layouts
+        if isinstance(e, PklImportError):
+            raise
+        raise PklImportError(f"cannot read {source}: malformed network data ({type(e).__name__}: {e})") from e
     return out
 
 
@@ -872,7 +879,8 @@ def discriminator_config_from_official(module: OfficialModule) -> DiscriminatorC
         channel_max=d.get("channel_max", 512, pos_int, "a positive int"),
         num_fp16_res=d.get("num_fp16_res", 4, nonneg_int, "a non-negative int"),
         conv_clamp=d.get("conv_clamp", 256, lambda v: v is None or _is_number(v), "None or a number"),
-        cmap_dim=d.get("cmap_dim", None, lambda v: v is None or (_is_int(v) and v > 0), "None or a positive int"),
+        cmap_dim=d.get("cmap_dim", None, lambda v: v is None or (_is_int(v) and v > 0),
+                       "None or a positive int"),
         disc_c_noise=d.get("disc_c_noise", 0, lambda v: _is_number(v) and v >= 0, "a non-negative number"),
         mbstd_group_size=mbstd_group_size,
         mbstd_num_channels=mbstd_num_channels,

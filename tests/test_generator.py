@@ -149,3 +149,34 @@ def test_discriminator_sees_both_images_and_the_camera():
     changed_raw = D({"image": img["image"], "image_raw": img["image_raw"] + 1}, c)
     changed_cam = D(img, model.camera.orbit_label([0.2, 2.9], [1.0, 2.0]))
     assert (base - changed_raw).abs().max() > 1e-4 and (base - changed_cam).abs().max() > 1e-4
+
+
+def test_discriminator_blur_options():
+    torch.manual_seed(0)
+    D = model.build_discriminator(presets.discriminator_config("tiny")).eval()
+    img = {"image": torch.randn(2, 3, 64, 64), "image_raw": torch.randn(2, 3, 32, 32)}
+    c = model.camera.orbit_label([1.2, 1.9], [1.5, 1.6])
+    base = D(img, c)
+    assert (D(img, c, blur_sigma=2.0) - base).abs().max() > 1e-4
+    assert (D(img, c, blur_sigma_raw=2.0) - base).abs().max() > 1e-4
+    torch.testing.assert_close(D(img, c, blur_sigma=0.1, blur_sigma_raw=0.1), base)
+
+
+def test_fp16_blocks_stay_close_to_float32(monkeypatch):
+    """The fp16 path (taken on CUDA for the top resolutions) run here on CPU by forcing it."""
+    from model import layers
+    cfg = presets.generator_config("tiny")
+    cfg.backbone.num_fp16_res, cfg.backbone.conv_clamp = 2, 256
+    cfg.superres.num_fp16_res = 4
+    torch.manual_seed(0)
+    G = model.build_generator(cfg).eval()
+    z, c = torch.randn(2, G.z_dim), model.camera.orbit_label([1.2, 1.9], [1.5, 1.6])
+    with torch.no_grad():
+        ref = G(z, c, noise_mode="const", deterministic=True)
+        monkeypatch.setattr(layers, "block_dtype",
+                            lambda use_fp16, device: torch.float16 if use_fp16 else torch.float32)
+        half = G(z, c, noise_mode="const", deterministic=True)
+    for key in ("image", "image_raw"):
+        assert half[key].dtype == torch.float32
+        rel = (half[key] - ref[key]).norm() / ref[key].norm()
+        assert 0 < rel < 2e-2, (key, rel)

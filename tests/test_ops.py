@@ -109,3 +109,16 @@ def test_minibatch_std_groups_are_strided():
         std = (pair.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
         torch.testing.assert_close(out[i, 6], torch.full((3, 3), std.item()))
         torch.testing.assert_close(out[i + 2, 6], torch.full((3, 3), std.item()))
+
+
+def test_gaussian_blur_matches_a_direct_2d_convolution():
+    torch.manual_seed(5)
+    x = torch.randn(1, 2, 12, 12)
+    sigma = 1.3
+    size = 3                                    # floor(3 * 1.3)
+    i = torch.arange(-size, size + 1, dtype=torch.float32)
+    taps = torch.exp2(-(i / sigma) ** 2)
+    kernel = torch.outer(taps, taps) / taps.sum() ** 2
+    expected = F.conv2d(F.pad(x, [size] * 4), kernel.expand(2, 1, -1, -1), groups=2)
+    torch.testing.assert_close(ops.gaussian_blur(x, sigma), expected, atol=1e-5, rtol=1e-5)
+    assert ops.gaussian_blur(x, 0.2) is x
