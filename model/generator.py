@@ -69,6 +69,18 @@ class TriPlaneGenerator(nn.Module):
         r = self.cfg.rendering
         return self.decoder(sample_planes(planes, points, r.box_warp, r.plane_axes))
 
+    def sample(self, coordinates: torch.Tensor, directions: torch.Tensor, z: torch.Tensor,
+               c: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
+               noise_mode: str = "random", **_unused) -> Dict[str, torch.Tensor]:
+        """Official-API density query from (z, c); directions are ignored by the decoder."""
+        ws = self.mapping(z, c, truncation_psi, truncation_cutoff)
+        return self.sample_mixed(coordinates, directions, ws, noise_mode=noise_mode)
+
+    def sample_mixed(self, coordinates: torch.Tensor, directions: torch.Tensor, ws: torch.Tensor,
+                     noise_mode: str = "random", **_unused) -> Dict[str, torch.Tensor]:
+        """Official-API density query from ws (used by shape-extraction scripts)."""
+        return self.sample_density(self.planes(ws, noise_mode=noise_mode), coordinates)
+
     def render(self, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor,
                neural_rendering_resolution: Optional[int] = None, deterministic: bool = False,
                depth_resolution: Optional[int] = None,

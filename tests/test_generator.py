@@ -180,3 +180,17 @@ def test_fp16_blocks_stay_close_to_float32(monkeypatch):
         assert half[key].dtype == torch.float32
         rel = (half[key] - ref[key]).norm() / ref[key].norm()
         assert 0 < rel < 2e-2, (key, rel)
+
+
+def test_official_density_query_api(tiny_generator):
+    G = tiny_generator
+    z, c = torch.randn(1, G.z_dim), model.camera.orbit_label(1.2, 1.5)
+    points = torch.rand(1, 50, 3) - 0.5
+    with torch.no_grad():
+        ws = G.mapping(z, c)
+        direct = G.sample_density(G.planes(ws, noise_mode="const"), points)
+        via_z = G.sample(points, torch.zeros_like(points), z, c, noise_mode="const")
+        via_ws = G.sample_mixed(points, torch.zeros_like(points), ws, noise_mode="const")
+    for out in (via_z, via_ws):
+        torch.testing.assert_close(out["sigma"], direct["sigma"])
+        torch.testing.assert_close(out["rgb"], direct["rgb"])
