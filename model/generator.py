@@ -1,7 +1,8 @@
 """The EG3D tri-plane generator, as separate stages so callers can cache intermediate results."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from collections.abc import MutableMapping
+from typing import Dict, Iterator, Optional
 
 import torch
 from torch import nn
@@ -12,6 +13,63 @@ from .config import GeneratorConfig
 from .rendering import render_rays
 from .superres import SuperResolution
 from .triplane import TriPlaneDecoder, sample_planes
+
+
+class RenderingKwargs(MutableMapping):
+    """The official `G.rendering_kwargs` dict as a live view of our config.
+
+    Official scripts read it (avg_camera_radius, ...) and write to it (e.g. multiplying
+    depth_resolution); both act on `G.cfg`. Keys that fix the architecture are read-only.
+    """
+    # official key -> (config section or None for the top level, field name, writable)
+    KEYS = {
+        "image_resolution": (None, "img_resolution", False),
+        "c_gen_conditioning_zero": (None, "c_gen_conditioning_zero", True),
+        "c_scale": (None, "c_scale", True),
+        "superresolution_module": ("superres", "module", False),
+        "superresolution_noise_mode": ("superres", "noise_mode", True),
+        "sr_antialias": ("superres", "antialias", True),
+        "decoder_lr_mul": ("decoder", "lr_multiplier", False),
+        "gpc_reg_prob": ("regularization", "gpc_reg_prob", True),
+        "density_reg": ("regularization", "density_reg", True),
+        "density_reg_p_dist": ("regularization", "density_reg_p_dist", True),
+        "reg_type": ("regularization", "reg_type", True),
+        **{k: ("rendering", k, True) for k in (
+            "ray_start", "ray_end", "depth_resolution", "depth_resolution_importance",
+            "disparity_space_sampling", "clamp_mode", "white_back", "box_warp", "density_noise",
+            "avg_camera_radius", "avg_camera_pivot")},
+    }
+
+    def __init__(self, cfg: GeneratorConfig):
+        self._cfg = cfg
+
+    def _target(self, key: str):
+        if key not in self.KEYS:
+            raise KeyError(key)
+        section, name, writable = self.KEYS[key]
+        return (self._cfg if section is None else getattr(self._cfg, section)), name, writable
+
+    def __getitem__(self, key: str):
+        obj, name, _ = self._target(key)
+        value = getattr(obj, name)
+        if key == "superresolution_module":
+            return f"training.superresolution.{value}"
+        return value
+
+    def __setitem__(self, key: str, value) -> None:
+        obj, name, writable = self._target(key)
+        if not writable:
+            raise KeyError(f"rendering_kwargs[{key!r}] fixes the architecture and cannot be changed")
+        setattr(obj, name, value)
+
+    def __delitem__(self, key: str) -> None:
+        raise KeyError(f"rendering_kwargs keys cannot be removed ({key!r})")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.KEYS)
+
+    def __len__(self) -> int:
+        return len(self.KEYS)
 
 
 class TriPlaneGenerator(nn.Module):
@@ -39,6 +97,10 @@ class TriPlaneGenerator(nn.Module):
     img_resolution = property(lambda self: self.cfg.img_resolution)
     img_channels = property(lambda self: self.cfg.img_channels)
     num_ws = property(lambda self: self.backbone.synthesis.num_ws)
+
+    @property
+    def rendering_kwargs(self) -> RenderingKwargs:
+        return RenderingKwargs(self.cfg)
 
     @property
     def neural_rendering_resolution(self) -> int:

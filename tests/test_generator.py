@@ -194,3 +194,15 @@ def test_official_density_query_api(tiny_generator):
     for out in (via_z, via_ws):
         torch.testing.assert_close(out["sigma"], direct["sigma"])
         torch.testing.assert_close(out["rgb"], direct["rgb"])
+
+
+def test_official_rendering_kwargs_view_reads_and_writes_the_config(tiny_generator):
+    G = tiny_generator
+    kw = G.rendering_kwargs
+    assert kw["avg_camera_pivot"] == G.cfg.rendering.avg_camera_pivot
+    assert kw["superresolution_module"] == "training.superresolution.SuperresolutionHybrid2X"
+    kw["depth_resolution"] = int(kw["depth_resolution"] * 2)      # what official gen_videos does
+    assert G.cfg.rendering.depth_resolution == 24
+    with pytest.raises(KeyError, match="architecture"):
+        kw["decoder_lr_mul"] = 2.0
+    assert set(dict(kw)) >= {"ray_start", "ray_end", "box_warp", "c_scale", "white_back"}
