@@ -1,0 +1,131 @@
+"""The viewer state: JSON round trip, validation, and the pure render functions on a real model."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import model
+from app import state as S
+
+
+@pytest.fixture(scope="module")
+def G(tmp_path_factory):
+    torch.manual_seed(0)
+    g = model.build_generator(model.presets.generator_config("tiny"))
+    path = tmp_path_factory.mktemp("state") / "tiny.safetensors"
+    model.save(path, g)
+    return model.load(path)
+
+
+def _busy_state():
+    return S.ViewerState(seed=1234, seed_frac=0.25, trunc_psi=0.55, trunc_cutoff=7,
+                         interp_enabled=True, interp_seed_a=3, interp_seed_b=99, interp_t=0.3125,
+                         mix_enabled=True, mix_seed=42, mix_layers=[2, 3, 9], yaw=-23.4567,
+                         pitch=12.5, radius=2.95, fov=14.1, pivot=[0.0, 0.05, 0.21],
+                         cond_mode="custom", cond_yaw=7.77, cond_pitch=-3.3, render_type="feature",
+                         feature_channel=17, neural_res=48, depth_mult=0.5, importance_mult=2.0,
+                         noise_mode="none", deterministic=False, depth_range=[2.3, 3.2])
+
+
+def test_json_round_trip_is_exact():
+    for s in (S.ViewerState(), _busy_state()):
+        text = s.to_json()
+        back = S.ViewerState.from_json(text)
+        assert back == s
+        assert back.to_json() == text
+        assert json.loads(text)["version"] == S.STATE_VERSION
+
+
+def test_unknown_key_and_bad_values_are_named():
+    with pytest.raises(ValueError, match="'sed'"):
+        S.ViewerState.from_json('{"sed": 3}')
+    with pytest.raises(ValueError, match="render_type"):
+        S.ViewerState.from_json('{"render_type": "normals"}')
+    with pytest.raises(ValueError, match="seed"):
+        S.ViewerState.from_json('{"seed": "abc"}')
+    with pytest.raises(ValueError, match="seed"):
+        S.ViewerState.from_json('{"seed": -1}')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        S.ViewerState.from_json("{")
+    with pytest.raises(ValueError, match="trunc_psi"):
+        S.ViewerState.from_json('{"trunc_psi": true}')
+
+
+def test_file_and_png_round_trip(tmp_path):
+    s = _busy_state()
+    s.save(tmp_path / "v.json")
+    assert S.ViewerState.load(tmp_path / "v.json") == s
+    S.save_png(tmp_path / "v.png", np.zeros((8, 8, 3), np.uint8), s, {"eg3d_model": "x"})
+    assert S.ViewerState.load(tmp_path / "v.png") == s
+    S.save_png(tmp_path / "plain.png", np.zeros((8, 8, 3), np.uint8))
+    assert S.state_from_png_safe(tmp_path / "plain.png") is None
+    assert S.state_from_png_safe(tmp_path / "v.json") is None
+
+
+def test_labels(G):
+    s = S.ViewerState(yaw=20.0, pitch=-10.0, cond_mode="frontal")
+    cam = S.camera_label(s, G)
+    cond = S.conditioning_label(s, G)
+    assert cam.shape == (1, 25) and cond.shape == (1, 25)
+    frontal = model.camera.orbit_label(model.camera.FRONTAL, model.camera.FRONTAL,
+                                       G.cfg.rendering.avg_camera_radius,
+                                       G.cfg.rendering.avg_camera_pivot)
+    assert torch.allclose(cond, frontal)
+    assert not torch.allclose(cam, frontal)
+    assert torch.equal(S.conditioning_label(s.copy(cond_mode="camera"), G), cam)
+    custom = S.conditioning_label(s.copy(cond_mode="custom", cond_yaw=20.0, cond_pitch=-10.0), G)
+    assert torch.allclose(custom, cam)        # same pose, same default fov / radius / pivot
+    yaw, pitch, radius = model.camera.yaw_pitch_radius(cam[:, :16].reshape(-1, 4, 4))
+    assert abs(float(yaw) - (model.camera.FRONTAL + np.radians(20))) < 1e-4
+    assert abs(float(pitch) - (model.camera.FRONTAL - np.radians(10))) < 1e-4
+
+
+def test_compute_ws_matches_official_recipe(G):
+    s = S.ViewerState(seed=5, trunc_psi=0.6)
+    c = S.conditioning_label(s, G)
+    z = torch.from_numpy(np.random.RandomState(5).randn(1, G.z_dim)).float()
+    expect = G.mapping(z, c, truncation_psi=0.6)
+    assert torch.allclose(S.compute_ws(G, s), expect)
+    # fractional seed and A->B interpolate in w
+    w6 = S.compute_ws(G, s.copy(seed=6))
+    half = S.compute_ws(G, s.copy(seed_frac=0.5))
+    assert torch.allclose(half, (expect + w6) / 2, atol=1e-6)
+    ab = S.compute_ws(G, s.copy(interp_enabled=True, interp_seed_a=5, interp_seed_b=6, interp_t=0.5))
+    assert torch.allclose(ab, half, atol=1e-6)
+    # style mixing replaces exactly the chosen layers
+    mixed = S.compute_ws(G, s.copy(mix_enabled=True, mix_seed=6, mix_layers=[1, 4]))
+    assert torch.allclose(mixed[:, [1, 4]], w6[:, [1, 4]])
+    keep = [i for i in range(G.num_ws) if i not in (1, 4)]
+    assert torch.allclose(mixed[:, keep], expect[:, keep])
+
+
+def test_render_state_and_display(G):
+    cache = S.PlanesCache()
+    s = S.ViewerState(seed=2)
+    t = {}
+    out = S.render_state(G, s, cache, timings=t)
+    assert out["image"].shape == (1, 3, G.img_resolution, G.img_resolution)
+    assert set(t) >= {"mapping", "planes", "render", "superres"} and t["superres"] > 0
+    out2 = S.render_state(G, s.copy(yaw=30.0), cache)
+    assert cache.hits == 1 and cache.misses == 1
+    assert not torch.equal(out["image"], out2["image"])
+    again = S.render_state(G, s, None)
+    assert torch.equal(out["image"], again["image"])       # deterministic by default
+    for kind in S.RENDER_TYPES:
+        st = s.copy(render_type=kind, feature_channel=5)
+        o = S.render_state(G, st, cache)
+        rgb = S.to_display_rgb(o, st)
+        assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+        assert rgb.std() > 0.5, kind
+        if kind != "final":
+            assert "image" not in o                          # no super-resolution when not shown
+            assert rgb.shape[:2] == (G.neural_rendering_resolution,) * 2
+    big = S.to_display_rgb(out, s, size=100)
+    assert big.shape == (100, 100, 3)
+    # render settings follow the multipliers
+    kw = S.render_settings(G, s.copy(depth_mult=2.0, importance_mult=0.5, neural_res=16))
+    r = G.cfg.rendering
+    assert kw["depth_resolution"] == 2 * r.depth_resolution
+    assert kw["depth_resolution_importance"] == round(0.5 * r.depth_resolution_importance)
+    assert kw["neural_rendering_resolution"] == 16

@@ -1,0 +1,402 @@
+"""The real viewer window under Xvfb + Mesa (llvmpipe): render, orbit, errors, capture, state.
+
+The session starts its own Xvfb server (CI installs `xvfb`); outside CI the tests are skipped
+when Xvfb is missing, in CI they fail instead.
+"""
+import os
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import model
+from app import state as S
+
+BG = np.array([0.11, 0.11, 0.12]) * 255        # the viewport background colour
+
+
+@pytest.fixture(scope="session")
+def xvfb_display():
+    exe = shutil.which("Xvfb")
+    if exe is None:
+        msg = "Xvfb is not installed (apt-get install xvfb xauth libgl1-mesa-dri libglx-mesa0 libgl1 libegl1)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    for num in range(97, 140):
+        if not os.path.exists(f"/tmp/.X11-unix/X{num}") and not os.path.exists(f"/tmp/.X{num}-lock"):
+            break
+    proc = subprocess.Popen([exe, f":{num}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if os.path.exists(f"/tmp/.X11-unix/X{num}"):
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"Xvfb :{num} exited with {proc.returncode}")
+        time.sleep(0.05)
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = f":{num}"
+    yield f":{num}"
+    proc.terminate()
+    proc.wait(10)
+    if old is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = old
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    torch.manual_seed(1)
+    G = model.build_generator(model.presets.generator_config("tiny"))
+    path = tmp_path_factory.mktemp("viewer") / "tiny.safetensors"
+    model.save(path, G)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def viewer(xvfb_display, tmp_path_factory):
+    from app.viewer import Viewer
+    cfg = tmp_path_factory.mktemp("viewer_cfg")
+    v = Viewer(model_path=None, size=(1100, 700), vsync=False, config_dir=str(cfg))
+    v.ui.out_dir = str(cfg / "out")
+    v.ui.show_perf = True
+    yield v
+    v.close()
+
+
+def wait_for(v, cond, timeout=30.0):
+    end = time.perf_counter() + timeout
+    while time.perf_counter() < end:
+        v.step()
+        if cond():
+            return True
+        time.sleep(0.03)            # leave the CPU to the render worker (llvmpipe frames cost ~12 ms)
+    return False
+
+
+def settle(v, timeout=30.0):
+    assert v.run_until_idle(timeout), "viewer did not settle"
+
+
+def image_region(v, pixels):
+    """The part of the framebuffer where the render is drawn (window -> framebuffer pixels)."""
+    sx, sy = v.framebuffer_scale()
+    x, y, w, h = v.image_rect
+    assert w > 50 and h > 50, v.image_rect
+    x0, y0 = int(max(x, 0) * sx) + 2, int(max(y, 0) * sy) + 2
+    x1 = int(min(x + w, v.viewport_rect[2]) * sx) - 2
+    y1 = int(min(y + h, v.viewport_rect[3]) * sy) - 2
+    return pixels[y0:y1, x0:x1].astype(np.float32)
+
+
+def test_starts_without_model(viewer):
+    """No model: the viewport says so (the shipped checkpoint may be absent)."""
+    for _ in range(3):
+        viewer.step()
+    assert viewer.model is None
+    assert viewer.image_rect[2] == 0                 # nothing to show yet
+    assert viewer.viewport_text.startswith("no model loaded")
+    pixels = viewer.read_framebuffer()
+    assert pixels.shape[0] >= 700 and pixels.shape[1] >= 1100
+    vp = pixels[50:600, 50:600].astype(np.float32)
+    assert np.abs(vp.mean(axis=(0, 1)) - BG).max() < 12    # the empty viewport background
+
+
+def test_open_model_renders_into_viewport(viewer, tiny_path):
+    viewer.open_model(tiny_path)
+    assert wait_for(viewer, lambda: viewer.model is not None and viewer.result is not None)
+    settle(viewer)
+    assert viewer.error is None
+    pixels = viewer.read_framebuffer()
+    region = image_region(viewer, pixels)
+    assert region.std() > 3.0, "viewport is uniform"
+    assert np.abs(region.mean(axis=(0, 1)) - BG).max() > 3 or region.std() > 10
+    # the viewport shows the finished render: compare with it, resized to the drawn size
+    from PIL import Image
+    ref = np.asarray(Image.fromarray(viewer.result.rgb).resize(region.shape[1::-1], Image.BILINEAR),
+                     np.float32)
+    corr = np.corrcoef(ref.ravel(), region.ravel())[0, 1]
+    assert corr > 0.9, corr
+    assert abs(ref.mean() - region.mean()) < 8
+
+
+def test_mouse_drag_orbits_camera(viewer):
+    settle(viewer)
+    before = image_region(viewer, viewer.read_framebuffer())
+    yaw0, pitch0 = viewer.state.yaw, viewer.state.pitch
+    x, y, w, h = viewer.image_rect
+    cx, cy = x + w / 2, y + h / 2
+    win = viewer.window
+    viewer.on_cursor_pos(win, cx + 200, cy + 100)
+    viewer.step()
+    viewer.on_cursor_pos(win, cx, cy)                 # pointer jump + press in one frame:
+    viewer.on_mouse_button(win, 0, viewer.glfw.PRESS, 0)
+    viewer.step()
+    viewer.step()
+    assert (viewer.state.yaw, viewer.state.pitch) == (yaw0, pitch0)   # ... does not orbit
+    for i in range(1, 9):
+        viewer.on_cursor_pos(win, cx + 12 * i, cy + 4 * i)
+        viewer.step()
+    viewer.on_mouse_button(win, 0, viewer.glfw.RELEASE, 0)
+    viewer.step()
+    assert viewer.state.yaw != yaw0 and viewer.state.pitch != pitch0
+    assert viewer.state.yaw < yaw0                  # dragging right turns the camera to -yaw
+    settle(viewer)
+    assert not viewer.result.preview
+    assert viewer.result.state.yaw == viewer.state.yaw
+    after = image_region(viewer, viewer.read_framebuffer())
+    assert np.abs(after - before).mean() > 1.0, "image did not change"
+
+
+def test_scroll_zooms_and_reset_key(viewer):
+    x, y, w, h = viewer.image_rect
+    viewer.on_cursor_pos(viewer.window, x + w / 2, y + h / 2)
+    viewer.step()
+    r0 = viewer.camera()["radius"]
+    viewer.on_scroll(viewer.window, 0, 2)
+    viewer.step()
+    assert viewer.camera()["radius"] < r0
+    glfw = viewer.glfw
+    viewer.on_key(viewer.window, glfw.KEY_R, 0, glfw.PRESS, 0)
+    viewer.step()
+    viewer.on_key(viewer.window, glfw.KEY_R, 0, glfw.RELEASE, 0)
+    viewer.step()
+    assert viewer.state.yaw == 0 and viewer.state.radius is None
+    seed = viewer.state.seed
+    viewer.on_key(viewer.window, glfw.KEY_RIGHT, 0, glfw.PRESS, 0)
+    viewer.step()
+    viewer.on_key(viewer.window, glfw.KEY_RIGHT, 0, glfw.RELEASE, 0)
+    viewer.step()
+    assert viewer.state.seed == seed + 1
+    settle(viewer)
+
+
+def test_bad_file_shows_error_and_keeps_model(viewer, tmp_path):
+    G = viewer.model
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"this is not a model" * 10)
+    for path in (str(bad), str(tmp_path / "missing.pkl")):
+        viewer.open_model(path)
+        assert wait_for(viewer, lambda: not viewer.loading)
+        assert viewer.error and path in viewer.error
+        assert viewer.model is G
+        viewer.step()                                  # the error is drawn without crashing
+    viewer.error = None
+    viewer.state.seed += 1
+    settle(viewer)
+    assert viewer.error is None and viewer.result.state.seed == viewer.state.seed
+
+
+def test_render_types_split_and_sensitivity(viewer):
+    for kind in S.RENDER_TYPES:
+        viewer.state.render_type = kind
+        settle(viewer)
+        assert viewer.error is None, viewer.error
+        assert viewer.result.state.render_type == kind
+        assert viewer.result.rgb.std() > 0.5
+    viewer.state.render_type = "final"
+    viewer.ui.split_ab = True
+    viewer.ui.sensitivity = True
+    viewer.state.yaw = 35.0
+    settle(viewer)
+    assert viewer.result.rgb_b is not None
+    assert wait_for(viewer, lambda: viewer.sensitivity is not None)
+    assert viewer.sensitivity["yaw"] >= 0 and "camera" in viewer.sensitivity
+    viewer.ui.split_ab = viewer.ui.sensitivity = False
+    viewer.state.yaw = 0.0
+    settle(viewer)
+
+
+def test_capture_and_state_files(viewer, tmp_path):
+    settle(viewer)
+    png = viewer.save_render(str(tmp_path / "render.png"))
+    assert png and S.ViewerState.load(png) == viewer.result.state
+    win = viewer.save_window(str(tmp_path / "window.png"))
+    viewer.step()
+    from PIL import Image
+    with Image.open(win) as im:
+        assert im.size == tuple(viewer.glfw.get_framebuffer_size(viewer.window))
+    viewer.state.seed, viewer.state.mix_enabled, viewer.state.mix_layers = 77, True, [1, 2]
+    path = viewer.save_state(str(tmp_path / "view.json"))
+    saved = viewer.state.copy()
+    viewer.state = S.ViewerState()
+    viewer.on_drop(viewer.window, [path])              # drag-and-drop a state file
+    assert viewer.state == saved
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"seed": 1, "colour": "red"}')
+    assert not viewer.load_state(str(bad))
+    assert "colour" in viewer.error and viewer.state == saved
+    viewer.error = None
+    settle(viewer)
+
+
+def test_fast_preview_while_dragging_then_refine(viewer):
+    settle(viewer)
+    viewer._last_full_ms = 2000.0                     # pretend full renders are slow
+    x, y, w, h = viewer.image_rect
+    win, glfw = viewer.window, viewer.glfw
+    viewer.on_cursor_pos(win, x + w / 2, y + h / 2)
+    viewer.step()
+    viewer.on_mouse_button(win, 0, glfw.PRESS, 0)
+    viewer.step()
+    seen_preview = False
+    for i in range(1, 200):
+        viewer.on_cursor_pos(win, x + w / 2 - 2 * (i % 40), y + h / 2)
+        viewer.step()
+        if viewer.result is not None and viewer.result.preview:
+            seen_preview = True
+            break
+        time.sleep(0.01)
+    assert seen_preview, "no fast preview while dragging"
+    assert viewer.result.rgb.shape[0] == viewer.model.img_resolution   # SR still full size
+    viewer.on_mouse_button(win, 0, glfw.RELEASE, 0)
+    settle(viewer)
+    assert not viewer.result.preview and viewer.result.state == viewer.state
+
+
+def test_opens_official_pkl(viewer, fixture_dir):
+    G = viewer.model
+    viewer.state.neural_res, viewer.state.depth_mult, viewer.state.importance_mult = 32, 0.25, 0.25
+    viewer.open_model(str(fixture_dir / "tiny128.pkl"))
+    assert wait_for(viewer, lambda: viewer.model is not G and viewer.result is not None, timeout=60)
+    assert viewer.error is None
+    assert viewer.model_info["img_resolution"] == 128
+    settle(viewer, 60)
+    assert viewer.result.rgb.shape == (128, 128, 3) and viewer.result.rgb.std() > 0.5
+    viewer.open_model(G_path := viewer.recent[1])     # back to the test model via the recent list
+    assert wait_for(viewer, lambda: viewer.model_path == G_path and viewer.result is not None)
+    viewer.state.neural_res, viewer.state.depth_mult, viewer.state.importance_mult = None, 1.0, 1.0
+    settle(viewer)
+
+
+def test_visualizer_help_describes_viewer_options():
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(repo / "visualizer.py"), "--help"], capture_output=True,
+                         text=True, timeout=60, cwd=repo)
+    assert out.returncode == 0, out.stderr
+    for opt in ("--state", "--dataset", "--device", "--screenshot", "--font-scale", "model",
+                "portrait.safetensors", "turntable"):
+        assert opt in out.stdout, opt
+
+
+def test_turntable_export_with_progress_and_cancel(viewer, tmp_path):
+    settle(viewer)
+    viewer.ui.tt_frames, viewer.ui.tt_fps, viewer.ui.tt_pitch = 6, 12, 5.0
+    out = tmp_path / "tt.mp4"
+    job = viewer.start_turntable(str(out))
+    assert job is not None
+    assert wait_for(viewer, lambda: job.finished, timeout=60)
+    assert job.error is None, job.error
+    assert out.is_file() and out.stat().st_size > 0 and job.done == job.total == 6
+    # a long export is cancelled from the UI and leaves nothing behind
+    viewer.ui.tt_frames = 2000
+    out2 = tmp_path / "long.mp4"
+    job = viewer.start_turntable(str(out2))
+    assert wait_for(viewer, lambda: job.done >= 1 or job.finished, timeout=60)
+    job.cancel.set()
+    assert wait_for(viewer, lambda: job.finished, timeout=60)
+    assert job.error == "cancelled"
+    assert not out2.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["tt.mp4"]
+    viewer.step()
+
+
+def test_dataset_camera_distribution(viewer, tmp_path):
+    import json
+    import zipfile
+    from app.renderer_worker import read_dataset_poses
+    yaws, pitches = np.array([-30.0, 0.0, 12.5, 40.0]), np.array([10.0, 0.0, -5.0, 20.0])
+    labels = model.camera.orbit_label(model.camera.FRONTAL + np.radians(yaws),
+                                      model.camera.FRONTAL + np.radians(pitches))
+    meta = {"labels": [[f"img{i:08d}.png", lab.tolist()] for i, lab in enumerate(labels)]}
+    zpath = tmp_path / "data.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        z.writestr("dataset.json", json.dumps(meta))
+    poses = read_dataset_poses(str(zpath))
+    np.testing.assert_allclose(poses[:, 0], yaws, atol=1e-3)
+    np.testing.assert_allclose(poses[:, 1], pitches, atol=1e-3)
+    viewer.on_drop(viewer.window, [str(zpath)])                 # drop a dataset onto the window
+    assert wait_for(viewer, lambda: not viewer._dataset_loading and viewer.dataset_poses is not None)
+    assert len(viewer.dataset_poses) == 4 and viewer.dataset_error is None
+    viewer.load_dataset(str(tmp_path / "nothing.zip"))
+    assert wait_for(viewer, lambda: not viewer._dataset_loading)
+    assert viewer.dataset_error
+    viewer.step()
+
+
+def test_resize_and_toggle_panel(viewer):
+    glfw = viewer.glfw
+    settle(viewer)
+    w0 = viewer.viewport_rect[2]
+    glfw.set_window_size(viewer.window, 900, 600)
+    assert wait_for(viewer, lambda: viewer.viewport_rect[3] == 600, timeout=10)
+    assert viewer.viewport_rect[2] < w0
+    x, y, w, h = viewer.image_rect
+    assert w <= viewer.viewport_rect[2] + 1 and h <= 600       # letterboxed inside the viewport
+    viewer.on_key(viewer.window, glfw.KEY_TAB, 0, glfw.PRESS, 0)
+    viewer.step()
+    viewer.on_key(viewer.window, glfw.KEY_TAB, 0, glfw.RELEASE, 0)
+    viewer.step()
+    assert not viewer.ui.show_panel and viewer.viewport_rect[2] == 900
+    viewer.ui.show_panel = True
+    glfw.set_window_size(viewer.window, 1100, 700)
+    assert wait_for(viewer, lambda: viewer.viewport_rect[3] == 700, timeout=10)
+
+
+def test_shipped_checkpoint_if_present(viewer):
+    from app import DEFAULT_MODEL_PATH
+    if not DEFAULT_MODEL_PATH.is_file():
+        pytest.skip(f"{DEFAULT_MODEL_PATH} is not shipped yet")
+    keep = viewer.state.copy()
+    viewer.state = S.ViewerState(render_type="raw", neural_res=32, depth_mult=0.25, importance_mult=0.25)
+    viewer.open_model(str(DEFAULT_MODEL_PATH))
+    assert wait_for(viewer, lambda: not viewer.loading, timeout=120)
+    assert viewer.error is None and viewer.model_path == str(DEFAULT_MODEL_PATH)
+    settle(viewer, 120)
+    region = image_region(viewer, viewer.read_framebuffer())
+    assert region.std() > 3.0
+    viewer.state = keep
+
+
+def test_animation_advances_and_stops(viewer):
+    settle(viewer)
+    s0 = viewer.state.seed + viewer.state.seed_frac
+    viewer.ui.animate, viewer.ui.animate_speed = True, 2.0
+    for _ in range(10):
+        viewer.step()
+        time.sleep(0.02)
+    assert viewer.state.seed + viewer.state.seed_frac > s0
+    glfw = viewer.glfw
+    viewer.on_key(viewer.window, glfw.KEY_ESCAPE, 0, glfw.PRESS, 0)
+    viewer.step()
+    viewer.on_key(viewer.window, glfw.KEY_ESCAPE, 0, glfw.RELEASE, 0)
+    viewer.step()
+    assert not viewer.ui.animate
+    settle(viewer)
+    assert not viewer.result.preview
+
+
+def test_every_panel_section_draws(viewer, tmp_path):
+    settle(viewer)
+    viewer.state.mix_enabled, viewer.state.mix_layers = True, [0, 1]
+    viewer.state.render_type = "feature"
+    viewer.ui.split_ab = True
+    viewer.open_sections(["*"])
+    for _ in range(4):
+        viewer.step()
+    settle(viewer)
+    viewer.ui.show_help = True
+    pixels = viewer.read_framebuffer()
+    assert viewer.ui_errors == []
+    assert pixels.std() > 10
+    viewer._open_sections = None
+    viewer.ui.show_help = viewer.ui.split_ab = False
+    viewer.state.mix_enabled, viewer.state.render_type = False, "final"
+    settle(viewer)
