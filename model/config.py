@@ -74,6 +74,9 @@ class RenderingConfig:
     density_noise: float = 0.0
     avg_camera_radius: float = 2.7
     avg_camera_pivot: list = field(default_factory=lambda: [0, 0, 0.2])
+    # Typical field of view of the training cameras, in EG3D's convention (camera.fov_to_intrinsics);
+    # viewers and exports start from it. Official snapshots do not store it.
+    avg_camera_fov: float = 18.837
     # 'official': the third plane samples (z, x) as the official code does; 'clean': (y, z).
     plane_axes: str = "official"
     # Reproduce the official code's quirks (see docs/architecture.md, "Compatibility"):

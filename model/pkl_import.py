@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from model.presets import SHAPENET_FOV_DEG
 from model.config import (
     SR_MODULES,
     BackboneConfig,
@@ -788,6 +789,10 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
         density_noise=r.get("density_noise", 0, lambda v: _is_number(v) and v >= 0, "a non-negative number"),
         avg_camera_radius=r.get("avg_camera_radius", default_render.avg_camera_radius, _is_number, "a number"),
         avg_camera_pivot=list(pivot),
+        # Not stored by the official code: white-background (ShapeNet-style) snapshots get the
+        # ShapeNet focal, the others FFHQ's.
+        avg_camera_fov=(SHAPENET_FOV_DEG if r.get("white_back", False, is_bool, "a bool")
+                        else default_render.avg_camera_fov),
         plane_axes="official",
         official_compat=True,
     )

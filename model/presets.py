@@ -7,6 +7,10 @@ from .config import (BackboneConfig, DiscriminatorConfig, GeneratorConfig, Mappi
                      RenderingConfig, SuperResConfig)
 
 
+# The ShapeNet labels' normalised focal 1.025390625 (= 525 / 512) as an EG3D "fov".
+SHAPENET_FOV_DEG = 69.2
+
+
 def _ffhq_like(pivot) -> GeneratorConfig:
     return GeneratorConfig(
         img_resolution=512, neural_rendering_resolution=128,
@@ -24,7 +28,8 @@ def _shapenet() -> GeneratorConfig:
         backbone=BackboneConfig(channel_base=32768, channel_max=512),
         rendering=RenderingConfig(ray_start=0.1, ray_end=2.6, depth_resolution=64,
                                   depth_resolution_importance=64, box_warp=1.6, white_back=True,
-                                  avg_camera_radius=1.7, avg_camera_pivot=[0, 0, 0]),
+                                  avg_camera_radius=1.7, avg_camera_pivot=[0, 0, 0],
+                                  avg_camera_fov=SHAPENET_FOV_DEG),
         superres=SuperResConfig(module="SuperresolutionHybrid2X", num_fp16_res=4),
     )
     cfg.regularization.gpc_reg_prob = None

@@ -1,0 +1,366 @@
+"""Command-line exports: `python visualizer.py turntable|interpolate|images|mesh [options]`.
+
+Every subcommand builds a viewer state (`app.state.ViewerState`: the defaults, or `--state
+FILE.json|IMAGE.png` saved by the viewer) and applies the flags given on top of it, so the
+command line renders exactly what the viewer shows. Examples:
+
+    python visualizer.py turntable --network X --seeds 0-3 --grid 2x2 --frames 120 --fps 30 --out t.mp4
+    python visualizer.py interpolate --network X --seeds 0-7 --grid 2x1 --w-frames 60 --out walk.mp4
+    python visualizer.py images --network X --seeds 0-5 --yaws 23,0,-23 --pitches -11.5 --out samples/
+    python visualizer.py mesh --network X --seeds 0 --res 256 --out m.ply
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+COMMANDS = ("turntable", "interpolate", "images", "mesh")
+
+_EXAMPLES = {
+    "turntable": """examples:
+  %(prog)s --network X --seeds 0-3 --grid 2x2 --frames 120 --fps 30 --out t.mp4
+  %(prog)s --state view.json --path sweep --yaw-range 35 --pitch-range 5 --depth-side --out t.mp4
+  %(prog)s --seeds 0 --render depth --png-frames --out frames/""",
+    "interpolate": """examples:
+  %(prog)s --network X --seeds 0-31 --grid 4x2 --w-frames 120 --out walk.mp4
+  %(prog)s --seeds 3,9,14 --path 360 --kind linear --no-loop --out walk.mp4""",
+    "images": """examples:
+  %(prog)s --network X --seeds 0-5 --out samples/                       (one PNG per seed)
+  %(prog)s --seeds 0-7 --grid 4x2 --out grid.png                        (one grid image)
+  %(prog)s --seeds 0-3 --yaws 23,0,-23 --pitches -11.5 --out samples/   (gen_samples views)
+  %(prog)s --state captured.png --out again.png                         (reproduce a viewer view)""",
+    "mesh": """examples:
+  %(prog)s --network X --seeds 0 --res 256 --out m.ply
+  %(prog)s --seeds 0-3 --res 512 --level 10 --formats obj,mrc --out shapes/head.ply""",
+}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _floats(count: Optional[int] = None):
+    def parse(text: str) -> List[float]:
+        try:
+            values = [float(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        if count is not None and len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
+        return values
+    return parse
+
+
+def _common_parser() -> argparse.ArgumentParser:
+    from app import DEFAULT_MODEL_PATH
+    from app.state import COND_MODES, NOISE_MODES
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("model and latent")
+    g.add_argument("--network", metavar="PATH", default=None,
+                   help=f"generator checkpoint: our .safetensors or an official .pkl "
+                        f"(default: {DEFAULT_MODEL_PATH})")
+    g.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="torch device: auto, cpu, cuda, cuda:1 (default auto: cuda when available)")
+    g.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads (default: torch's)")
+    g.add_argument("--state", metavar="FILE",
+                   help="viewer state (.json, or a PNG saved by the viewer / by `images`); the flags "
+                        "below override its fields")
+    g.add_argument("--seeds", metavar="LIST",
+                   help="seeds, e.g. 0-3,7 (default: the state's seed, or 0)")
+    g.add_argument("--trunc", type=float, metavar="PSI", help="truncation psi (default 0.7, or the state's)")
+    g.add_argument("--trunc-cutoff", type=int, metavar="N",
+                   help="truncate only the first N ws (default: all)")
+    g.add_argument("--cond", choices=COND_MODES,
+                   help="conditioning pose of the mapping network: frontal (official default), camera "
+                        "(follows the render camera; recomputes planes per frame), custom (--cond-yaw/pitch)")
+    g.add_argument("--cond-yaw", type=float, metavar="DEG", help="custom conditioning yaw (degrees from frontal)")
+    g.add_argument("--cond-pitch", type=float, metavar="DEG", help="custom conditioning pitch (degrees)")
+    g.add_argument("--noise-mode", choices=NOISE_MODES, help="synthesis noise (default const)")
+    g.add_argument("--out", required=True, metavar="PATH", help="output file or folder")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _view_parser(default_sample_mult: Optional[float]) -> argparse.ArgumentParser:
+    from app.state import RENDER_TYPES
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("rendering")
+    g.add_argument("--render", choices=RENDER_TYPES,
+                   help="what to show: final (super-resolved image), raw (neural render), depth, alpha, "
+                        "feature (one channel, --feature-channel) (default final)")
+    g.add_argument("--feature-channel", type=int, metavar="C")
+    g.add_argument("--nrr", "--neural-res", dest="nrr", type=_positive_int, metavar="R",
+                   help="neural rendering resolution override")
+    sm = ("default 1" if default_sample_mult is None
+          else f"default {default_sample_mult:g} as in the official gen_videos.py, or the state's")
+    g.add_argument("--sample-mult", type=_positive_float, metavar="X",
+                   help=f"multiplier of the depth samples per ray, both passes ({sm})")
+    g.add_argument("--depth-mult", type=_positive_float, metavar="X", help="stratified samples multiplier only")
+    g.add_argument("--importance-mult", type=_positive_float, metavar="X", help="importance samples multiplier only")
+    g.add_argument("--stochastic", action="store_true",
+                   help="jitter the depth samples as in training (default: deterministic, no shimmer)")
+    g.add_argument("--depth-range", type=_floats(2), metavar="NEAR,FAR",
+                   help="depth colour range (default: measured on the first frame, then fixed)")
+    g.add_argument("--size", type=_positive_int, metavar="PX",
+                   help="output size of each view (default: the render type's native size)")
+    g.add_argument("--depth-side", action="store_true", help="show the depth map next to each view")
+    c = p.add_argument_group("camera (degrees from the frontal pose; + pitch = camera lower)")
+    c.add_argument("--yaw", type=float, metavar="DEG", help="base yaw (the path is added to it)")
+    c.add_argument("--pitch", type=float, metavar="DEG", help="base pitch")
+    c.add_argument("--radius", type=_positive_float, help="camera distance (default: the model's average)")
+    c.add_argument("--fov", type=_positive_float, metavar="DEG", help="EG3D field of view (default 18.837)")
+    c.add_argument("--pivot", type=_floats(3), metavar="X,Y,Z", help="look-at point (default: the model's)")
+    p.set_defaults(default_sample_mult=default_sample_mult)
+    return p
+
+
+def _video_parser(fps: float) -> argparse.ArgumentParser:
+    from app.export import CAMERA_PATHS
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("video")
+    g.add_argument("--grid", metavar="COLSxROWS", help="grid of seeds, e.g. 2x2 (default 1x1)")
+    g.add_argument("--fps", type=_positive_float, default=fps, help=f"frames per second (default {fps:g})")
+    g.add_argument("--crf", type=float, default=18, help="x264 quality, lower = better (default 18)")
+    g.add_argument("--bitrate", metavar="RATE", help="fixed bitrate instead of --crf, e.g. 10M (official)")
+    g.add_argument("--preset", default="medium", help="x264 preset (default medium)")
+    g.add_argument("--png-frames", action="store_true",
+                   help="write lossless PNG frames into the folder --out instead of a video")
+    g.add_argument("--path", choices=CAMERA_PATHS,
+                   help="camera path: 360 (full turn), sweep (yaw back and forth), orbit (official "
+                        "gen_videos ellipse), static")
+    g.add_argument("--yaw-range", type=float, metavar="DEG", help="sweep/orbit yaw amplitude")
+    g.add_argument("--pitch-range", type=float, metavar="DEG",
+                   help="pitch wobble amplitude (360/sweep; orbit: ellipse height)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visualizer.py", description="EG3D exports: videos, image grids and meshes.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_parser()
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    t = sub.add_parser("turntable", parents=[common, _view_parser(2.0), _video_parser(30)], formatter_class=fmt,
+                       help="camera turntable video of one seed or a grid of seeds",
+                       description="Turntable video: planes computed once per seed, the camera moves.",
+                       epilog=_EXAMPLES["turntable"])
+    t.add_argument("--frames", type=_positive_int, default=120, help="number of frames (default 120)")
+    t.set_defaults(path_default="360")
+
+    i = sub.add_parser("interpolate", parents=[common, _view_parser(2.0), _video_parser(60)], formatter_class=fmt,
+                       help="latent walk through seeds in w while the camera moves",
+                       description="Latent-walk video: a smooth (cubic, looping) path through the seeds' "
+                                   "ws, per grid cell, as the official gen_videos.py.",
+                       epilog=_EXAMPLES["interpolate"])
+    i.add_argument("--w-frames", type=_positive_int, default=120, help="frames between keyframes (default 120)")
+    i.add_argument("--num-keyframes", type=_positive_int,
+                   help="keyframes per cell (default: number of seeds / grid cells)")
+    i.add_argument("--shuffle-seed", type=int, help="shuffle the keyframe seeds with this seed")
+    i.add_argument("--kind", choices=("cubic", "linear"), default="cubic", help="interpolation (default cubic)")
+    i.add_argument("--no-loop", action="store_true", help="end on the last seed instead of looping back")
+    i.set_defaults(path_default="orbit")
+
+    m = sub.add_parser("images", parents=[common, _view_parser(None)], formatter_class=fmt,
+                       help="PNG stills per seed or as one grid, with metadata",
+                       description="PNG stills with metadata (checkpoint hash, seed, camera, psi, state).",
+                       epilog=_EXAMPLES["images"])
+    m.add_argument("--grid", metavar="COLSxROWS", help="seeds layout of a single .png output (default one row)")
+    m.add_argument("--yaws", type=_floats(), metavar="LIST", help="view yaws in degrees, e.g. 23,0,-23")
+    m.add_argument("--pitches", type=_floats(), metavar="LIST", help="view pitches (one value = all views)")
+    m.add_argument("--split-views", action="store_true", help="one file per view instead of a strip")
+
+    from app.mesh import OFFICIAL_TRIM
+    s = sub.add_parser("mesh", parents=[common], formatter_class=fmt,
+                       help="marching-cubes mesh (.ply/.obj) and density grid (.mrc)",
+                       description="Mesh of the density field: N^3 grid over the tri-plane box (chunked), "
+                                   "marching cubes at --level, vertex colours from the decoder.",
+                       epilog=_EXAMPLES["mesh"])
+    s.add_argument("--res", type=_positive_int, default=256, help="grid samples per axis (default 256; official 512)")
+    s.add_argument("--level", type=float, default=10.0, help="iso-level of the raw density (default 10, official)")
+    s.add_argument("--trim", type=float, default=OFFICIAL_TRIM,
+                   help=f"border of the box to clear, fraction per face (default {OFFICIAL_TRIM:.4f} = 30/256, "
+                        "official; 0 keeps everything)")
+    s.add_argument("--no-close", action="store_true", help="do not clear the outermost layer (open borders)")
+    s.add_argument("--no-color", action="store_true", help="skip vertex colours")
+    s.add_argument("--largest", action="store_true", help="keep only the largest connected piece")
+    s.add_argument("--formats", metavar="LIST",
+                   help="also write these formats next to --out, e.g. obj,mrc (ply, obj, mrc)")
+    s.add_argument("--chunk", type=_positive_int, default=1 << 18, help="points per density batch (default 262144)")
+    return parser
+
+
+def build_state(args, view: bool = True):
+    """The viewer state of the export: --state (or defaults) with the given flags applied."""
+    from app.state import ViewerState
+    st = ViewerState.load(args.state) if args.state else ViewerState()
+    changes = {}
+    for flag, field in (("trunc", "trunc_psi"), ("trunc_cutoff", "trunc_cutoff"), ("cond", "cond_mode"),
+                        ("cond_yaw", "cond_yaw"), ("cond_pitch", "cond_pitch"), ("noise_mode", "noise_mode")):
+        if getattr(args, flag, None) is not None:
+            changes[field] = getattr(args, flag)
+    if (args.cond_yaw is not None or args.cond_pitch is not None) and args.cond is None:
+        changes["cond_mode"] = "custom"
+    if view:
+        for flag, field in (("render", "render_type"), ("feature_channel", "feature_channel"),
+                            ("nrr", "neural_res"), ("yaw", "yaw"), ("pitch", "pitch"), ("radius", "radius"),
+                            ("fov", "fov"), ("pivot", "pivot"), ("depth_range", "depth_range")):
+            if getattr(args, flag, None) is not None:
+                changes[field] = getattr(args, flag)
+        mult = args.sample_mult
+        if mult is None and args.state is None and args.depth_mult is None and args.importance_mult is None:
+            mult = args.default_sample_mult
+        if mult is not None:
+            changes["depth_mult"] = changes["importance_mult"] = float(mult)
+        if args.depth_mult is not None:
+            changes["depth_mult"] = args.depth_mult
+        if args.importance_mult is not None:
+            changes["importance_mult"] = args.importance_mult
+        if args.stochastic:
+            changes["deterministic"] = False
+    st = st.copy(**changes)
+    st.validate()
+    return st
+
+
+def resolve_device(name: str) -> str:
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} requested but CUDA is not available")
+    return name
+
+
+def load_generator(network: Optional[str], device: str):
+    """model.load with a clear message for a missing default checkpoint."""
+    import model
+    from app import DEFAULT_MODEL_PATH
+    path = Path(network) if network else Path(DEFAULT_MODEL_PATH)
+    if not path.is_file():
+        hint = ("the shipped checkpoint is missing; pass --network PATH (.safetensors or official .pkl)"
+                if network is None else "no such file")
+        raise FileNotFoundError(f"{path}: {hint}")
+    G = model.load(path, device=device)
+    G.eval()
+    return G, path
+
+
+def run(args) -> List[Path]:
+    """Run one export command without autograd (scoped, so in-process callers keep their mode)."""
+    import torch
+    with torch.no_grad():
+        return _run(args)
+
+
+def _run(args) -> List[Path]:
+    from app import export as E
+    from app import mesh as M
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    view = args.command != "mesh"
+    state = build_state(args, view=view)
+    device = resolve_device(args.device)
+    G, network = load_generator(args.network, device)
+    out = Path(args.out)
+    if args.command in ("turntable", "interpolate") and args.png_frames and out.suffix.lower() in E.VIDEO_SUFFIXES:
+        raise E.ExportError(f"--png-frames writes a folder of PNGs; give a folder name, not {out.name!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bar = not args.quiet
+    seeds = args.seeds
+    if args.command == "mesh":
+        return M.export_mesh(G, args.out, state, seeds, res=args.res, level=args.level, trim=args.trim,
+                             close=not args.no_close, color=not args.no_color, largest=args.largest,
+                             formats=args.formats.split(",") if args.formats else None, chunk=args.chunk,
+                             network=network, bar=bar)
+    common = dict(size=args.size, depth_side=args.depth_side, network=network, bar=bar)
+    if args.command == "images":
+        yaws = args.yaws or [0.0]
+        pitches = args.pitches or [0.0]
+        if len(pitches) == 1:
+            pitches = pitches * len(yaws)
+        if len(yaws) == 1:
+            yaws = yaws * len(pitches)
+        if len(yaws) != len(pitches):
+            raise E.ExportError(f"{len(yaws)} yaws but {len(pitches)} pitches")
+        return E.export_images(G, args.out, state, seeds, grid=args.grid, views=list(zip(yaws, pitches)),
+                               split_views=args.split_views, **common)
+    video = E.VideoOptions(fps=args.fps, crf=args.crf, bitrate=args.bitrate, preset=args.preset,
+                           png_sequence=True if args.png_frames else None)
+    path = args.path or args.path_default
+    if args.command == "turntable":
+        return E.export_turntable(G, args.out, state, seeds, grid=args.grid, frames=args.frames, path=path,
+                                  yaw_range=args.yaw_range, pitch_range=args.pitch_range, video=video, **common)
+    return [E.export_interpolation(G, args.out, state, seeds, grid=args.grid, w_frames=args.w_frames,
+                                   kind=args.kind, loop=not args.no_loop, path=path, yaw_range=args.yaw_range,
+                                   pitch_range=args.pitch_range, num_keyframes=args.num_keyframes,
+                                   shuffle_seed=args.shuffle_seed, video=video, **common)]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point used by visualizer.py: argv = [COMMAND, options...]."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from app.export import ExportCancelled, ExportError
+    previous = _terminate_as_interrupt()
+    try:
+        written = run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing was written under the output name", file=sys.stderr)
+        return 130
+    except ExportCancelled:
+        print("cancelled: nothing was written under the output name", file=sys.stderr)
+        return 130
+    except (ExportError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        _restore_sigterm(previous)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _terminate_as_interrupt():
+    """Make SIGTERM (e.g. `kill`, a job scheduler) unwind like Ctrl-C, so the partial output is
+    removed. Only possible from the main thread; returns the previous handler."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        return None
+
+
+def _restore_sigterm(previous) -> None:
+    import signal
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
