@@ -53,6 +53,7 @@ def atomic_write(path: PathLike, write_fn) -> None:
     os.close(fd)
     try:
         write_fn(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())       # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -61,6 +62,12 @@ def atomic_write(path: PathLike, write_fn) -> None:
 
 
 EXTRA_PREFIX = "extra."
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save(path: PathLike, nets: Union[nn.Module, Mapping[str, nn.Module]],
