@@ -5,6 +5,7 @@
     python train.py --cfg=tiny --data=syn32.zip --kimg=1 --device=cpu
     python train.py --resume=training-runs/00000-tiny-syn32-gpus1-batch4-gamma1     # continue exactly
     python train.py --cfg=ffhq --data=FFHQ_512.zip --dry-run                       # print the config
+    python train.py sso --data=scene.zip --repr=triplane --cpu-scale                # single-scene fitting
 
 `--gpus N` (N > 1) starts N processes itself (one per GPU; CPU processes with gloo when there is
 no CUDA), or with `--launcher=torchrun` prints the equivalent torchrun command; running this
@@ -54,9 +55,14 @@ def _error(message: str, code: int = 1) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "sso":
+        from training import sso
+        return sso.main(argv[1:])
     if any(a in ("-h", "--help") for a in argv):
         from training import options
         options.build_parser().print_help()
+        print("\nsubcommand:\n  sso    single-scene fitting: tri-plane vs. voxel grid vs. implicit MLP "
+              "(python train.py sso --help)")
         return 0
     from model.checkpoint import CheckpointError
     from training import options
