@@ -8,6 +8,10 @@ command line renders exactly what the viewer shows. Examples:
     python visualizer.py interpolate --network X --seeds 0-7 --grid 2x1 --w-frames 60 --out walk.mp4
     python visualizer.py images --network X --seeds 0-5 --yaws 23,0,-23 --pitches -11.5 --out samples/
     python visualizer.py mesh --network X --seeds 0 --res 256 --out m.ply
+
+`--network` also takes a fitted scene (`train.py sso`: scene.safetensors, checkpoint.safetensors
+or the run folder): turntables, stills and meshes of it go through the same code (the latent
+options are ignored; the mesh level defaults to the scene's surface level).
 """
 from __future__ import annotations
 
@@ -69,8 +73,8 @@ def _common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("model and latent")
     g.add_argument("--network", metavar="PATH", default=None,
-                   help=f"generator checkpoint: our .safetensors or an official .pkl "
-                        f"(default: {DEFAULT_MODEL_PATH})")
+                   help=f"generator checkpoint: our .safetensors or an official .pkl, or a fitted scene "
+                        f"(scene.safetensors or its run folder) (default: {DEFAULT_MODEL_PATH})")
     g.add_argument("--device", default="auto", metavar="DEVICE",
                    help="torch device: auto, cpu, cuda, cuda:1 (default auto: cuda when available)")
     g.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads (default: torch's)")
@@ -120,7 +124,8 @@ def _view_parser(default_sample_mult: Optional[float]) -> argparse.ArgumentParse
     c.add_argument("--yaw", type=float, metavar="DEG", help="base yaw (the path is added to it)")
     c.add_argument("--pitch", type=float, metavar="DEG", help="base pitch")
     c.add_argument("--radius", type=_positive_float, help="camera distance (default: the model's average)")
-    c.add_argument("--fov", type=_positive_float, metavar="DEG", help="EG3D field of view (default 18.837)")
+    c.add_argument("--fov", type=_positive_float, metavar="DEG",
+                   help="EG3D field of view (default: the model's avg_camera_fov, 18.837 for FFHQ)")
     c.add_argument("--pivot", type=_floats(3), metavar="X,Y,Z", help="look-at point (default: the model's)")
     p.set_defaults(default_sample_mult=default_sample_mult)
     return p
@@ -190,10 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "marching cubes at --level, vertex colours from the decoder.",
                        epilog=_EXAMPLES["mesh"])
     s.add_argument("--res", type=_positive_int, default=256, help="grid samples per axis (default 256; official 512)")
-    s.add_argument("--level", type=float, default=10.0, help="iso-level of the raw density (default 10, official)")
-    s.add_argument("--trim", type=float, default=OFFICIAL_TRIM,
+    s.add_argument("--level", type=float, default=None,
+                   help="iso-level of the raw density (default 10, official; a fitted scene's surface_level)")
+    s.add_argument("--trim", type=float, default=None,
                    help=f"border of the box to clear, fraction per face (default {OFFICIAL_TRIM:.4f} = 30/256, "
-                        "official; 0 keeps everything)")
+                        "official; 0 for a fitted scene; 0 keeps everything)")
     s.add_argument("--no-close", action="store_true", help="do not clear the outermost layer (open borders)")
     s.add_argument("--no-color", action="store_true", help="skip vertex colours")
     s.add_argument("--largest", action="store_true", help="keep only the largest connected piece")
@@ -250,16 +256,16 @@ def resolve_device(name: str) -> str:
 
 
 def load_generator(network: Optional[str], device: str):
-    """model.load with a clear message for a missing default checkpoint."""
-    import model
+    """A generator (model.load) or a fitted scene (model.scene), with a clear message for a
+    missing default checkpoint."""
     from app import DEFAULT_MODEL_PATH
+    from app.state import load_model
     path = Path(network) if network else Path(DEFAULT_MODEL_PATH)
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir()):
         hint = ("the shipped checkpoint is missing; pass --network PATH (.safetensors or official .pkl)"
                 if network is None else "no such file")
         raise FileNotFoundError(f"{path}: {hint}")
-    G = model.load(path, device=device)
-    G.eval()
+    G = load_model(path, device=device)
     return G, path
 
 

@@ -527,34 +527,14 @@ def native_size(G, st: S.ViewerState) -> int:
     return int(st.neural_res or G.neural_rendering_resolution)
 
 
-def measure_depth_range(renders: Sequence[dict]) -> List[float]:
-    """A robust [near, far] over several renders: the 1st..99th percentile of the depth of the
-    opaque pixels (all pixels if few are opaque), as the viewer's auto range, pooled."""
-    values = []
-    for out in renders:
-        d = out["image_depth"].detach().float().flatten().cpu()
-        a = out.get("image_alpha")
-        if a is not None:
-            keep = a.detach().float().flatten().cpu() > 0.5
-            if int(keep.sum()) > 16:
-                d = d[keep]
-        values.append(d[torch.isfinite(d)])
-    v = torch.cat(values) if values else torch.zeros(0)
-    if v.numel() == 0:
-        return [0.0, 1.0]
-    if v.numel() > 4_000_000:
-        v = v[torch.randperm(v.numel(), generator=torch.Generator().manual_seed(0))[:4_000_000]]
-    lo, hi = float(torch.quantile(v.double(), 0.01)), float(torch.quantile(v.double(), 0.99))
-    return [lo, hi if hi > lo else lo + 1e-6]
-
-
 class StateRenderer:
     """Renders viewer states to pixels with `app.state.render_state` + `to_display_rgb`.
 
     - planes are cached per latent (an LRU with room for every grid cell), so a turntable
       computes each seed's planes once;
-    - depth colouring uses one [near, far] for the whole export (the state's `depth_range`, else
-      measured on the first frame over all cells), so videos do not flicker;
+    - depth and feature colouring use one range for the whole export (the state's `depth_range`
+      / `feature_range`, else `app.state.robust_range` measured on the first frame over all
+      cells), so videos do not flicker;
     - size: output cell size (None = the render type's native size); depth_side appends the
       depth map (same size) to the right of each view.
     """
@@ -567,6 +547,7 @@ class StateRenderer:
         self.depth_side = depth_side
         self.cache = S.PlanesCache(capacity=max(1, cache_size))
         self.depth_range: Optional[List[float]] = None
+        self.feature_range: Optional[List[float]] = None
 
     def _needs_depth(self, st: S.ViewerState) -> bool:
         return st.render_type == "depth" or self.depth_side
@@ -578,10 +559,18 @@ class StateRenderer:
         ws = list(ws) if ws is not None else [None] * len(states)
         outs = [S.render_state(self.G, st, self.cache if cache else None, ws=w) for st, w in zip(states, ws)]
         if self.depth_range is None and any(self._needs_depth(st) and st.depth_range is None for st in states):
-            self.depth_range = measure_depth_range(outs)
+            self.depth_range = list(S.robust_range([o["image_depth"] for o in outs],
+                                                   [o.get("image_alpha") for o in outs]))
+        if self.feature_range is None and any(st.render_type == "feature" and st.feature_range is None
+                                              for st in states):
+            self.feature_range = list(S.robust_range([S.feature_channel(o, st) for o, st in zip(outs, states)]))
         cells = []
         for st, out in zip(states, outs):
-            shown = st if st.depth_range is not None or self.depth_range is None else st.copy(depth_range=self.depth_range)
+            shown = st
+            if st.depth_range is None and self.depth_range is not None:
+                shown = shown.copy(depth_range=self.depth_range)
+            if st.feature_range is None and self.feature_range is not None:
+                shown = shown.copy(feature_range=self.feature_range)
             size = self.size or native_size(self.G, st)
             rgb = S.to_display_rgb(out, shown, size=None if size == native_size(self.G, st) else size)
             if self.depth_side and st.render_type != "depth":

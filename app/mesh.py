@@ -272,14 +272,28 @@ def output_paths(out, formats: Optional[Sequence[str]] = None) -> List[Path]:
     return [out.with_suffix("." + f) for f in dict.fromkeys(fmts)]
 
 
+def default_level(G) -> float:
+    """The model's iso-level: a fitted scene's `surface_level`, else the official 10."""
+    return float(getattr(G, "surface_level", 10.0))
+
+
+def default_trim(G) -> float:
+    """0 for a fitted scene (its box is the scene's), else the official 30/256 border."""
+    return 0.0 if S.is_scene_model(G) else OFFICIAL_TRIM
+
+
 def export_mesh(G, out, state: Optional[S.ViewerState] = None, seeds=None, *, res: int = 256,
-                level: float = 10.0, trim: float = OFFICIAL_TRIM, close: bool = True,
+                level: Optional[float] = None, trim: Optional[float] = None, close: bool = True,
                 color: bool = True, largest: bool = False, formats: Optional[Sequence[str]] = None,
                 chunk: int = 1 << 18, network=None, progress: Optional[ProgressFn] = None,
                 cancel: Optional[threading.Event] = None, bar: bool = True) -> List[Path]:
     """Mesh(es) of the state's latent for each seed (None = the state's own latent). With more
-    than one seed the files get a _seed0000 suffix. Returns every path written."""
+    than one seed the files get a _seed0000 suffix. Returns every path written. level None: the
+    model's (`default_level`: a fitted scene's surface_level, else 10); trim None: `default_trim`.
+    G may be a fitted scene (`model.scene.SceneGenerator`): its density, over its box."""
     base = state or S.ViewerState()
+    level = default_level(G) if level is None else float(level)
+    trim = default_trim(G) if trim is None else float(trim)
     cell_seeds = [None] if seeds is None else list(parse_seeds(seeds))
     targets = output_paths(out, formats)
     for t in targets:
@@ -304,7 +318,9 @@ def export_mesh(G, out, state: Optional[S.ViewerState] = None, seeds=None, *, re
             if trim > 0:
                 clear_border(grid, int(trim * spec.res), value=min(-1000.0, level - 1000.0))
         prov = provenance(network)
-        comments = [f"eg3d toolkit mesh: seed {st.seed}, psi {st.trunc_psi:g}, cond {st.cond_mode}",
+        what = (f"fitted scene ({G.repr})" if S.is_scene_model(G)
+                else f"seed {st.seed}, psi {st.trunc_psi:g}, cond {st.cond_mode}")
+        comments = [f"eg3d toolkit mesh: {what}",
                     f"network {prov['network']} sha256 {prov['network_sha256']}",
                     f"grid {res}^3 over a {spec.side:g} cube, level {level:g} (raw density), trim {trim:g}",
                     "units: world (cameras' frame, +y up, frontal camera on +z)"]

@@ -266,7 +266,8 @@ class LoadResult:
 
 
 class ModelLoader:
-    """Opens a model file (`model.load`: .safetensors or official .pkl) in a daemon thread."""
+    """Opens a model file in a daemon thread (`app.state.load_model`: our .safetensors, an
+    official .pkl, or a fitted scene: scene.safetensors / checkpoint.safetensors / its run folder)."""
 
     def __init__(self, path: str, device: str = "cpu", on_done: Optional[Callable[[], None]] = None):
         self.path = str(path)
@@ -284,9 +285,7 @@ class ModelLoader:
     def _run(self) -> None:
         t0 = time.perf_counter()
         try:
-            import model
-            G = model.load(self.path, device=self.device)
-            G = G.eval().requires_grad_(False)
+            G = S.load_model(self.path, device=self.device)
             for name in ("z_dim", "c_dim", "num_ws", "img_resolution", "neural_rendering_resolution"):
                 if not hasattr(G, name):
                     raise ValueError(f"{self.path}: not a generator (no {name})")

@@ -9,8 +9,9 @@ Conventions
   official frontal camera (yaw = pitch = pi/2 in `model.camera`). Positive yaw turns the camera
   towards the subject's left (the official +yaw); positive pitch moves the camera *down* (the
   official sign: `pitch_official = pi/2 + radians(pitch)`).
-- `radius` / `pivot` = None means "the model's average camera" (`cfg.rendering.avg_camera_radius`
-  / `avg_camera_pivot`), so a state stays valid across models.
+- `radius` / `pivot` / `fov` = None means "the model's average camera"
+  (`cfg.rendering.avg_camera_radius` / `avg_camera_pivot` / `avg_camera_fov`), so a state stays
+  valid across models (a ShapeNet-style model opens with its own focal length).
 - Seeds map to z exactly as the official scripts do:
   `np.random.RandomState(seed).randn(1, z_dim)`.
 
@@ -20,6 +21,8 @@ Public functions (pure; no GUI):
   compute_ws(G, state) -> ws [1, num_ws, w_dim]
   render_state(G, state, planes_cache=None) -> dict of images (G.render's dict, batch 1)
   to_display_rgb(render, state) -> uint8 [H, W, 3]
+  robust_range(values, weights) -> (lo, hi)  the auto colour range of depth / feature images
+  load_model(path, device) -> G             a generator (.safetensors / .pkl) or a fitted scene
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -64,7 +67,7 @@ class ViewerState:
     yaw: float = 0.0                  # degrees from frontal
     pitch: float = 0.0                # degrees from frontal (+ = camera below)
     radius: Optional[float] = None    # None = model's avg_camera_radius
-    fov: float = DEFAULT_FOV_DEG      # EG3D "fov" in degrees (model.camera.fov_to_intrinsics)
+    fov: Optional[float] = None       # EG3D "fov" in degrees (camera.fov_to_intrinsics); None = model's
     pivot: Optional[List[float]] = None  # None = model's avg_camera_pivot
     # -- conditioning pose --------------------------------------------------------------------
     cond_mode: str = "frontal"        # 'frontal' | 'camera' | 'custom'
@@ -79,6 +82,7 @@ class ViewerState:
     noise_mode: str = "const"         # 'const' | 'random' | 'none'
     deterministic: bool = True        # no stratified jitter: the same state gives the same pixels
     depth_range: Optional[List[float]] = None  # [near, far] for the depth colormap; None = auto
+    feature_range: Optional[List[float]] = None  # [lo, hi] for the feature colormap; None = auto
 
     # -- (de)serialisation ------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
@@ -136,6 +140,7 @@ class ViewerState:
         s.mix_layers = list(s.mix_layers)
         s.pivot = None if s.pivot is None else list(s.pivot)
         s.depth_range = None if s.depth_range is None else list(s.depth_range)
+        s.feature_range = None if s.feature_range is None else list(s.feature_range)
         return s
 
     def validate(self) -> None:
@@ -164,13 +169,16 @@ class ViewerState:
                 raise ValueError(f"viewer state: {name}={v} outside (0, 16]")
         if self.radius is not None and not self.radius > 0:
             raise ValueError(f"viewer state: radius={self.radius} must be > 0")
-        if not 0.1 <= self.fov <= 170:
+        if self.fov is not None and not 0.1 <= self.fov <= 170:
             raise ValueError(f"viewer state: fov={self.fov} outside [0.1, 170]")
         if self.pivot is not None and len(self.pivot) != 3:
             raise ValueError(f"viewer state: pivot must have 3 values, got {self.pivot}")
         if self.depth_range is not None and (len(self.depth_range) != 2
                                              or not self.depth_range[0] < self.depth_range[1]):
             raise ValueError("viewer state: depth_range must be [near, far] with near < far")
+        if self.feature_range is not None and (len(self.feature_range) != 2
+                                               or not self.feature_range[0] < self.feature_range[1]):
+            raise ValueError("viewer state: feature_range must be [lo, hi] with lo < hi")
 
 
 def _coerce(name: str, value: Any, f: dataclasses.Field) -> Any:
@@ -225,30 +233,32 @@ def _device(G) -> torch.device:
 
 
 def model_camera_defaults(G) -> Dict[str, Any]:
-    """The model's average camera: radius, pivot (from its rendering config)."""
+    """The model's average camera: radius, pivot, fov (from its rendering config)."""
     r = G.cfg.rendering
-    return dict(radius=float(r.avg_camera_radius), pivot=[float(v) for v in r.avg_camera_pivot])
+    return dict(radius=float(r.avg_camera_radius), pivot=[float(v) for v in r.avg_camera_pivot],
+                fov=float(getattr(r, "avg_camera_fov", DEFAULT_FOV_DEG)))
 
 
 def resolved_camera(state: ViewerState, G) -> Dict[str, Any]:
-    """The render camera with the model defaults filled in (radius, pivot), angles in degrees."""
+    """The render camera with the model defaults filled in (radius, pivot, fov), angles in degrees."""
     d = model_camera_defaults(G)
     return dict(yaw=state.yaw, pitch=state.pitch,
                 radius=d["radius"] if state.radius is None else float(state.radius),
                 pivot=d["pivot"] if state.pivot is None else [float(v) for v in state.pivot],
-                fov=state.fov)
+                fov=d["fov"] if state.fov is None else float(state.fov))
 
 
 def pose_label(G, yaw_deg: float, pitch_deg: float, radius: Optional[float] = None,
-               pivot: Optional[Sequence[float]] = None, fov: float = DEFAULT_FOV_DEG) -> torch.Tensor:
-    """Label [1, 25] of a look-at camera; angles are degrees from frontal (state convention)."""
+               pivot: Optional[Sequence[float]] = None, fov: Optional[float] = None) -> torch.Tensor:
+    """Label [1, 25] of a look-at camera; angles are degrees from frontal (state convention).
+    radius / pivot / fov None: the model's average camera."""
     from model import camera
     d = model_camera_defaults(G)
     return camera.orbit_label(camera.FRONTAL + math.radians(yaw_deg),
                               camera.FRONTAL + math.radians(pitch_deg),
                               d["radius"] if radius is None else radius,
                               d["pivot"] if pivot is None else list(pivot),
-                              fov_degrees=fov, device=_device(G))
+                              fov_degrees=d["fov"] if fov is None else fov, device=_device(G))
 
 
 def camera_label(state: ViewerState, G) -> torch.Tensor:
@@ -269,8 +279,8 @@ def conditioning_pose(state: ViewerState) -> Optional[tuple]:
 def conditioning_label(state: ViewerState, G) -> torch.Tensor:
     """The label [1, 25] the mapping network is conditioned on.
 
-    'frontal' and 'custom' use the model's average radius and pivot and the default FFHQ fov, as
-    the official gen_samples.py does; 'camera' uses the render camera's label unchanged.
+    'frontal' and 'custom' use the model's average radius, pivot and fov (18.837 for FFHQ models),
+    as the official gen_samples.py does; 'camera' uses the render camera's label unchanged.
     """
     pose = conditioning_pose(state)
     if pose is None:
@@ -509,12 +519,47 @@ def _turbo(x: np.ndarray) -> np.ndarray:
     return np.clip(np.stack([powers @ kr, powers @ kg, powers @ kb], axis=-1), 0, 1)
 
 
-def _robust_range(values: np.ndarray, weights: Optional[np.ndarray] = None):
-    v = values[weights > 0.5] if weights is not None and (weights > 0.5).sum() > 16 else values.ravel()
-    lo, hi = np.percentile(v, [1, 99]) if v.size else (0.0, 1.0)
+def robust_range(values, weights=None, percentiles: Tuple[float, float] = (1.0, 99.0),
+                 max_samples: int = 4_000_000) -> Tuple[float, float]:
+    """A robust colour range (lo, hi): the 1st..99th percentile of the finite values, over the
+    pixels whose weight (opacity) is > 0.5 when more than 16 are, else over all of them.
+
+    values / weights: arrays or tensors of any shape, or lists of them (pooled; e.g. the depth
+    and opacity of every cell of an export's first frame). Used by the viewer's auto depth and
+    feature ranges and by the exports, which measure it once and keep it for the whole video.
+    """
+    vals = values if isinstance(values, (list, tuple)) else [values]
+    wts = weights if isinstance(weights, (list, tuple)) else [weights] * len(vals)
+    pooled = []
+    for v, w in zip(vals, wts):
+        v = _as_numpy(v).ravel()
+        if w is not None:
+            keep = _as_numpy(w).ravel() > 0.5
+            if int(keep.sum()) > 16:
+                v = v[keep]
+        pooled.append(v[np.isfinite(v)])
+    v = np.concatenate(pooled) if pooled else np.zeros(0, np.float32)
+    if v.size == 0:
+        return 0.0, 1.0
+    if v.size > max_samples:
+        v = v[np.random.RandomState(0).choice(v.size, max_samples, replace=False)]
+    lo, hi = np.percentile(v.astype(np.float64), list(percentiles))
     if not hi > lo:
         hi = lo + 1e-6
     return float(lo), float(hi)
+
+
+def _as_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def feature_channel(render: Dict[str, torch.Tensor], state: "ViewerState") -> torch.Tensor:
+    """The feature channel the state shows, [H, W] (clamped to the channels there are)."""
+    feats = render["feature_image"]
+    ch = min(max(int(state.feature_channel), 0), feats.shape[1] - 1)
+    return feats[0, ch]
 
 
 def image_to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -529,7 +574,8 @@ def to_display_rgb(render: Dict[str, torch.Tensor], state: ViewerState,
 
     final/raw: the image; depth: Turbo colormap (near = red, far = blue; `state.depth_range` or a
     robust auto range over the opaque pixels), faded to black where the opacity is low; alpha:
-    grey; feature: one channel of the feature image, Turbo over its robust range. `size` resizes
+    grey; feature: one channel of the feature image, Turbo over `state.feature_range` or its robust
+    range (exports fix it from the first frame, so videos do not flicker). `size` resizes
     (bilinear) to size x size.
     """
     kind = state.render_type
@@ -545,15 +591,13 @@ def to_display_rgb(render: Dict[str, torch.Tensor], state: ViewerState,
         d = render["image_depth"][0, 0].detach().float().cpu().numpy()
         a = render["image_alpha"][0, 0].detach().float().clamp(0, 1).cpu().numpy() \
             if "image_alpha" in render else np.ones_like(d)
-        near, far = state.depth_range if state.depth_range is not None else _robust_range(d, a)
+        near, far = state.depth_range if state.depth_range is not None else robust_range(d, a)
         col = _turbo((far - d) / (far - near))
         col = col * a[..., None]
         rgb = (col * 255 + 0.5).astype(np.uint8)
     elif kind == "feature":
-        feats = render["feature_image"]
-        ch = min(max(int(state.feature_channel), 0), feats.shape[1] - 1)
-        f = feats[0, ch].detach().float().cpu().numpy()
-        lo, hi = _robust_range(f)
+        f = feature_channel(render, state).detach().float().cpu().numpy()
+        lo, hi = state.feature_range if state.feature_range is not None else robust_range(f)
         rgb = (_turbo((f - lo) / (hi - lo)) * 255 + 0.5).astype(np.uint8)
     else:
         raise ValueError(f"unknown render type {kind!r}")
@@ -592,3 +636,24 @@ def state_from_png_safe(path) -> Optional[ViewerState]:
         return state_from_png(path)
     except Exception:  # noqa: BLE001
         return None
+
+
+# ------------------------------------------------------------------------------------------------
+# opening models
+
+
+def load_model(path, device="cpu"):
+    """What the viewer and the exports open: a fitted scene (`model.scene`: a scene.safetensors,
+    a checkpoint.safetensors or a run folder, told apart by the safetensors header) behind the
+    generator interface, else a generator (`model.load`: our .safetensors or an official .pkl)."""
+    from model import scene
+    if scene.is_scene(path):
+        G = scene.load_scene_generator(path, device=device)
+    else:
+        import model
+        G = model.load(path, device=device)
+    return G.eval().requires_grad_(False)
+
+
+def is_scene_model(G) -> bool:
+    return bool(getattr(G, "is_scene", False))

@@ -2,6 +2,10 @@
 
     python visualizer.py [MODEL] [--state VIEW.json] [--dataset DATASET.zip] [--device cpu|cuda]
 
+MODEL is a generator (.safetensors or official .pkl) or a fitted scene (`train.py sso`:
+scene.safetensors, checkpoint.safetensors or its run folder), told apart by the file header; a
+scene is orbited like a generator, without the latent / conditioning panels.
+
 The UI thread only draws; the generator runs in `app.renderer_worker` threads (the latest request
 wins, the last finished frame stays on screen). `Viewer.step()` draws exactly one UI frame, so
 tests (and scripts) can drive the window programmatically: inject input with `on_cursor_pos`,
@@ -58,6 +62,15 @@ SHORTCUTS = [
 ]
 
 
+SCENE_RENDER_TYPES = ("final", "depth", "alpha")     # what a fitted scene offers
+SCENE_HIDDEN_SECTIONS = ("Latent", "Style mixing", "Conditioning pose")
+
+
+def _is_scene(path: str) -> bool:
+    from model.scene import is_scene
+    return is_scene(path)
+
+
 def config_dir_default() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "eg3d-viewer"
@@ -94,13 +107,23 @@ class UIState:
     tt_pitch: float = 5.0
     tt_res: int = 0                   # 0 = model's native resolution
     tt_out: str = "out/viewer/turntable.mp4"
+    # mesh export (app.mesh.export_mesh)
+    mesh_res: int = 128
+    mesh_level: Optional[float] = None    # None = the model's (a scene's surface_level, else 10)
+    mesh_trim: Optional[float] = None     # None = the model's (0 for a scene, else 30/256)
+    mesh_ply: bool = True
+    mesh_obj: bool = False
+    mesh_mrc: bool = False
+    mesh_chunk: int = 1 << 16             # density points per batch (progress granularity)
+    mesh_out: str = "out/viewer/mesh.ply"
 
 
 class Job:
     """A background export with progress and cancel."""
 
-    def __init__(self, name: str, fn, on_done=None):
+    def __init__(self, name: str, fn, on_done=None, unit: str = "frames"):
         self.name = name
+        self.unit = unit
         self.done = 0
         self.total = 0
         self.error: Optional[str] = None
@@ -169,6 +192,7 @@ class Viewer:
         self.ui_errors: List[str] = []               # exceptions caught while drawing the panel
         self.missing_default: Optional[str] = None   # the default checkpoint, when it is absent
         self._open_sections: Optional[set] = None    # force sections open/closed (None = user's)
+        self._drawn_sections: List[str] = []          # the side-panel sections of the last frame
         self._last_request_key = None
         self._last_request_preview = False
         self._last_full_ms = 0.0
@@ -346,6 +370,8 @@ class Viewer:
             low = p.lower()
             if low.endswith(".json") or (low.endswith(".png") and S.state_from_png_safe(p)):
                 self.load_state(p)
+            elif os.path.isdir(p) and _is_scene(p):          # a fitted scene's run folder
+                self.open_model(p)
             elif low.endswith(".zip") or os.path.isdir(p):
                 self.ui.dataset_path = p
                 self.load_dataset(p)
@@ -369,6 +395,14 @@ class Viewer:
         return self.worker.model
 
     @property
+    def is_scene(self) -> bool:
+        """The open model is a fitted scene (no latent, no conditioning pose)."""
+        return S.is_scene_model(self.model)
+
+    def _render_types(self) -> Tuple[str, ...]:
+        return SCENE_RENDER_TYPES if self.is_scene else S.RENDER_TYPES
+
+    @property
     def loading(self) -> bool:
         return self.loader is not None        # cleared when the UI thread takes the result
 
@@ -387,7 +421,13 @@ class Viewer:
         self._last_request_key = None
         self.sensitivity = None
         n = sum(p.numel() for p in G.parameters())
+        scene = S.is_scene_model(G)
+        if scene != bool(self.model_info.get("scene", False)):
+            self.reset_camera()          # a generator's camera means nothing for a scene and back
+        if scene and self.state.render_type not in SCENE_RENDER_TYPES:
+            self.state.render_type = "final"
         self.model_info = dict(
+            scene=scene, repr=getattr(G, "repr", ""), fov=float(G.cfg.rendering.avg_camera_fov),
             name=os.path.basename(res.path), img_resolution=G.img_resolution,
             neural_res=G.neural_rendering_resolution, z_dim=G.z_dim, w_dim=G.w_dim,
             num_ws=G.num_ws, params=n, load_s=res.seconds,
@@ -458,14 +498,14 @@ class Viewer:
 
     def reset_camera(self) -> None:
         s = self.state
-        s.yaw, s.pitch, s.radius, s.pivot, s.fov = 0.0, 0.0, None, None, S.DEFAULT_FOV_DEG
+        s.yaw, s.pitch, s.radius, s.pivot, s.fov = 0.0, 0.0, None, None, None   # None = the model's
 
     def camera(self) -> Dict[str, object]:
         G = self.model
         if G is None:
             return dict(yaw=self.state.yaw, pitch=self.state.pitch,
                         radius=self.state.radius or 2.7, pivot=self.state.pivot or [0, 0, 0.2],
-                        fov=self.state.fov)
+                        fov=self.state.fov or S.DEFAULT_FOV_DEG)
         return S.resolved_camera(self.state, G)
 
     def orbit(self, dx: float, dy: float) -> None:
@@ -479,7 +519,7 @@ class Viewer:
         s = self.state
         factor = 0.93 ** wheel
         if self.ui.scroll_zooms == "fov":
-            s.fov = float(np.clip(s.fov * factor, 1.0, 120.0))
+            s.fov = float(np.clip(self.camera()["fov"] * factor, 1.0, 120.0))
         else:
             r = self.camera()["radius"]
             s.radius = float(np.clip(r * factor, 0.05, 50.0))
@@ -771,7 +811,7 @@ class Viewer:
         if pressed(K.b):
             self.ui.split_ab = not self.ui.split_ab
         for i, key in enumerate((K._1, K._2, K._3, K._4, K._5)):
-            if pressed(key):
+            if pressed(key) and S.RENDER_TYPES[i] in self._render_types():
                 self.state.render_type = S.RENDER_TYPES[i]
         if pressed(K.f12) or (shift and pressed(K.s)):
             self.save_window()
@@ -878,10 +918,15 @@ class Viewer:
         dl.add_rect_filled(imgui.ImVec2(0, y), imgui.ImVec2(vw, H),
                            imgui.get_color_u32(imgui.ImVec4(0.06, 0.06, 0.07, 1.0)))
         cam = self.camera()
+        if self.is_scene:
+            latent = [f"scene ({self.model_info.get('repr', '')})"]
+        else:
+            latent = [f"seed {self.state.seed}" + (f"+{self.state.seed_frac:.2f}" if self.state.seed_frac else ""),
+                      f"cond {self.state.cond_mode}"]
         parts = [self.model_info.get("name", "no model") if self.model is not None else "no model",
-                 f"seed {self.state.seed}" + (f"+{self.state.seed_frac:.2f}" if self.state.seed_frac else ""),
+                 latent[0],
                  f"yaw {cam['yaw']:+.1f} pitch {cam['pitch']:+.1f} r {cam['radius']:.2f} fov {cam['fov']:.1f}",
-                 f"cond {self.state.cond_mode}", self.state.render_type]
+                 *latent[1:], self.state.render_type]
         if self.loading:
             parts.append("loading...")
         if self.worker.busy:
@@ -947,7 +992,11 @@ class Viewer:
                     ("Conditioning pose", self._section_conditioning, True),
                     ("Render", self._section_render, True), ("Performance", self._section_perf, False),
                     ("Capture & view state", self._section_capture, False),
-                    ("Turntable export", self._section_turntable, False))
+                    ("Turntable export", self._section_turntable, False),
+                    ("Mesh export", self._section_mesh, False))
+        if self.is_scene:        # a fitted scene has no latent and no conditioning pose
+            sections = tuple(x for x in sections if x[0] not in SCENE_HIDDEN_SECTIONS)
+        self._drawn_sections = [name for name, _, _ in sections]
         for name, fn, default_open in sections:
             flags = imgui.TreeNodeFlags_.default_open if default_open else 0
             if self._open_sections is not None:
@@ -997,6 +1046,11 @@ class Viewer:
         else:
             m = self.model_info
             imgui.text_wrapped(f"{self.model_path}")
+            if m.get("scene"):
+                imgui.text(f"fitted scene: {m['repr']}, {m['params'] / 1e6:.2f} M params")
+                imgui.text(f"{m['neural_res']} px, fov {m['fov']:.2f}, samples {m['depth'][0]}+{m['depth'][1]}")
+                imgui.text_disabled("no latent: orbit it (camera, render type, exports)")
+                return
             imgui.text(f"{m['img_resolution']} px out, {m['neural_res']} px neural render, "
                        f"{m['num_ws']} ws")
             imgui.text(f"z {m['z_dim']}, w {m['w_dim']}, {m['params'] / 1e6:.2f} M params, "
@@ -1076,13 +1130,16 @@ class Viewer:
         changed, r = imgui.slider_float("radius", float(cam["radius"]), 0.25 * r0, 3.0 * r0, "%.3f")
         if changed:
             s.radius = float(r)
-        _, s.fov = imgui.slider_float("fov (deg)", s.fov, 1.0, 90.0, "%.2f")
+        changed, fov = imgui.slider_float("fov (deg)", float(cam["fov"]), 1.0, 90.0, "%.2f")
+        if changed:
+            s.fov = float(fov)
         changed, piv = imgui.drag_float3("pivot", list(cam["pivot"]), 0.005, -2.0, 2.0, "%.3f")
         if changed:
             s.pivot = [float(v) for v in piv]
         if imgui.button("reset camera (R)"):
             self.reset_camera()
-        self._help_marker("The model's average camera: frontal, avg_camera_radius / pivot, fov 18.837")
+        self._help_marker("The model's average camera: frontal, avg_camera_radius / pivot / fov "
+                          "(fov 18.837 for FFHQ-style models)")
         imgui.same_line()
         if imgui.radio_button("scroll: radius", self.ui.scroll_zooms == "radius"):
             self.ui.scroll_zooms = "radius"
@@ -1178,10 +1235,15 @@ class Viewer:
 
     def _section_render(self) -> None:
         imgui, s = self.imgui, self.state
-        labels = ["final (super-res)", "raw neural render", "depth", "opacity", "feature channel"]
-        changed, i = imgui.combo("render type", S.RENDER_TYPES.index(s.render_type), labels)
+        names = dict(final="final (super-res)", raw="raw neural render", depth="depth", alpha="opacity",
+                     feature="feature channel")
+        if self.is_scene:
+            names["final"] = "final (composited colour)"
+        types = self._render_types()
+        current = types.index(s.render_type) if s.render_type in types else 0
+        changed, i = imgui.combo("render type", current, [names[t] for t in types])
         if changed:
-            s.render_type = S.RENDER_TYPES[i]
+            s.render_type = types[i]
         if s.render_type == "feature":
             nf = self.model.cfg.decoder.output_features if self.model is not None else 32
             _, ch = imgui.slider_int("channel", s.feature_channel, 0, nf - 1)
@@ -1315,14 +1377,91 @@ class Viewer:
         _, ui.tt_out = imgui.input_text("output", ui.tt_out)
         job = self.job
         if job is not None and not job.finished:
-            imgui.progress_bar(job.fraction, imgui.ImVec2(-1, 0), f"{job.done}/{job.total} frames")
-            if imgui.button("cancel"):
-                job.cancel.set()
+            self._job_progress(job)
         else:
             if imgui.button("export turntable") and self.model is not None:
                 self.start_turntable()
-            if job is not None:
+            if job is not None and job.name == "turntable":
                 imgui.text_wrapped(f"last: {job.error or job.output}")
+
+    def _job_progress(self, job: Job) -> None:
+        imgui = self.imgui
+        imgui.progress_bar(job.fraction, imgui.ImVec2(-1, 0), f"{job.name}: {job.done}/{job.total} {job.unit}")
+        if imgui.button(f"cancel {job.name}"):
+            job.cancel.set()
+
+    def _section_mesh(self) -> None:
+        imgui, ui = self.imgui, self.ui
+        from .mesh import default_level, default_trim
+        _, ui.mesh_res = imgui.input_int("grid resolution", ui.mesh_res, 32, 128)
+        ui.mesh_res = int(np.clip(ui.mesh_res, 8, 1024))
+        G = self.model
+        model_level = default_level(G) if G is not None else 10.0
+        changed, level = imgui.input_float("level (raw density)", model_level if ui.mesh_level is None
+                                           else ui.mesh_level, 1.0, 5.0, "%.2f")
+        if changed:
+            ui.mesh_level = float(level)
+        imgui.same_line()
+        if imgui.small_button("model's##level"):
+            ui.mesh_level = None
+        model_trim = default_trim(G) if G is not None else 30 / 256
+        changed, trim = imgui.slider_float("border trim", model_trim if ui.mesh_trim is None else ui.mesh_trim,
+                                           0.0, 0.3, "%.3f")
+        if changed:
+            ui.mesh_trim = float(trim)
+        _, ui.mesh_ply = imgui.checkbox("PLY", ui.mesh_ply)
+        imgui.same_line()
+        _, ui.mesh_obj = imgui.checkbox("OBJ", ui.mesh_obj)
+        imgui.same_line()
+        _, ui.mesh_mrc = imgui.checkbox("MRC (density grid)", ui.mesh_mrc)
+        _, ui.mesh_out = imgui.input_text("output##mesh", ui.mesh_out)
+        self._help_marker("Marching cubes of the density on an N^3 grid over the box (app.mesh); the other "
+                          "checked formats are written next to this path with their own suffix.")
+        job = self.job
+        if job is not None and not job.finished:
+            self._job_progress(job)
+        else:
+            if imgui.button("export mesh") and self.model is not None:
+                self.start_mesh()
+            if job is not None and job.name == "mesh":
+                imgui.text_wrapped(f"last: {job.error or job.output}")
+
+    def mesh_formats(self) -> List[str]:
+        ui = self.ui
+        return [f for f, on in (("ply", ui.mesh_ply), ("obj", ui.mesh_obj), ("mrc", ui.mesh_mrc)) if on]
+
+    def start_mesh(self, out: Optional[str] = None) -> Optional[Job]:
+        """Export a mesh of the current state in a background thread (app.mesh.export_mesh), with
+        progress (density chunks) and cancel; a cancelled export leaves no file."""
+        if self.model is None:
+            self.error = "no model loaded"
+            return None
+        if self.job is not None and not self.job.finished:
+            return self.job
+        formats = self.mesh_formats()
+        if not formats:
+            self.error = "mesh export: choose at least one format"
+            return None
+        try:
+            from . import mesh
+        except Exception as exc:  # noqa: BLE001
+            self.error = f"mesh export is not available: {exc}"
+            return None
+        ui, G, state = self.ui, self.model, self.state.copy()
+        out = os.path.expanduser(out or ui.mesh_out)
+        root, ext = os.path.splitext(out)
+        if ext.lower().lstrip(".") not in formats:
+            out = f"{root}.{formats[0]}"
+        kwargs = dict(res=ui.mesh_res, level=ui.mesh_level, trim=ui.mesh_trim, formats=formats,
+                      chunk=max(1024, int(ui.mesh_chunk)), network=self.model_path)
+
+        def fn(progress, cancel):
+            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+            written = mesh.export_mesh(G, out, state, progress=progress, cancel=cancel, bar=False, **kwargs)
+            return ", ".join(str(p) for p in written)
+
+        self.job = Job("mesh", fn, on_done=self._wake, unit="chunks")
+        return self.job
 
     def start_turntable(self, out: Optional[str] = None) -> Optional[Job]:
         """Export a turntable of the current state in a background thread (app.export)."""
@@ -1425,7 +1564,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  python visualizer.py turntable --state view.json --out turntable.mp4",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", default=None,
-                   help=f"generator to open: our .safetensors or an official EG3D .pkl "
+                   help=f"generator to open: our .safetensors or an official EG3D .pkl, or a fitted "
+                        f"scene (train.py sso: scene.safetensors or its run folder) "
                         f"(default: {DEFAULT_MODEL_PATH.relative_to(DEFAULT_MODEL_PATH.parent.parent)} "
                         f"if it exists, else the viewer opens with no model)")
     p.add_argument("--state", metavar="FILE",

@@ -162,7 +162,7 @@ def test_turntable_png_sequence_is_exact_with_wobble_and_depth(tiny, tmp_path):
     # the depth panel uses one colour range for the whole video (frame 0's), not a per-frame one
     states = {f: E.posed_state(st.copy(seed=3), yaws[f], pitches[f]) for f in (0, 3)}
     renders = {f: S.render_state(G, s, superresolution=False) for f, s in states.items()}
-    fixed = E.measure_depth_range([renders[0]])
+    fixed = list(S.robust_range(renders[0]["image_depth"], renders[0]["image_alpha"]))
     for f in (0, 3):
         depth_state = states[f].copy(render_type="depth", depth_range=fixed)
         assert np.array_equal(pngs[f][:, size:], S.to_display_rgb(renders[f], depth_state, size=size))
@@ -378,3 +378,21 @@ def test_cli_accepts_official_pkl(fixture_dir, tmp_path):
     img = np.asarray(Image.open(out).convert("RGB"))
     assert img.shape == (G.neural_rendering_resolution, G.neural_rendering_resolution, 3)
     assert E.read_png_metadata(out)["network_sha256"] == E.file_digest(pkl)
+
+
+def test_feature_turntable_uses_one_range_for_the_whole_video(tiny, tmp_path):
+    """The feature render type is coloured with one range, measured on the first frame, so a
+    turntable of a feature channel does not flicker."""
+    G, _ = tiny
+    st = S.ViewerState(render_type="feature", feature_channel=5, neural_res=16, depth_mult=0.5,
+                       importance_mult=0.5)
+    out = tmp_path / "feat"
+    E.export_turntable(G, out, st, frames=3, path="sweep", yaw_range=40,
+                       video=E.VideoOptions(png_sequence=True), bar=False)
+    pngs = read_pngs(out)
+    yaws, pitches = E.camera_path("sweep", 3, yaw_range=40)
+    renders = [S.render_state(G, E.posed_state(st, yaws[f], pitches[f])) for f in range(3)]
+    fixed = list(S.robust_range(S.feature_channel(renders[0], st)))
+    for f in range(3):
+        assert np.array_equal(pngs[f], S.to_display_rgb(renders[f], st.copy(feature_range=fixed)))
+    assert not np.array_equal(pngs[1], S.to_display_rgb(renders[1], st))    # a per-frame range differs

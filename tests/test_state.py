@@ -25,7 +25,8 @@ def _busy_state():
                          pitch=12.5, radius=2.95, fov=14.1, pivot=[0.0, 0.05, 0.21],
                          cond_mode="custom", cond_yaw=7.77, cond_pitch=-3.3, render_type="feature",
                          feature_channel=17, neural_res=48, depth_mult=0.5, importance_mult=2.0,
-                         noise_mode="none", deterministic=False, depth_range=[2.3, 3.2])
+                         noise_mode="none", deterministic=False, depth_range=[2.3, 3.2],
+                         feature_range=[-0.5, 0.75])
 
 
 def test_json_round_trip_is_exact():
@@ -129,3 +130,41 @@ def test_render_state_and_display(G):
     assert kw["depth_resolution"] == 2 * r.depth_resolution
     assert kw["depth_resolution_importance"] == round(0.5 * r.depth_resolution_importance)
     assert kw["neural_rendering_resolution"] == 16
+
+
+def test_fov_defaults_to_the_models_avg_camera_fov(tmp_path):
+    """state.fov None = the model's avg_camera_fov (a ShapeNet-style focal here), in the render
+    camera, the conditioning pose and the exports; an explicit fov still wins."""
+    from app import export as E
+    torch.manual_seed(0)
+    cfg = model.presets.generator_config("tiny")
+    cfg.rendering.avg_camera_fov = 49.13
+    path = tmp_path / "wide.safetensors"
+    model.save(path, model.build_generator(cfg))
+    G = S.load_model(path)
+    assert G.cfg.rendering.avg_camera_fov == 49.13                    # stored in the header
+    s = S.ViewerState()
+    assert s.fov is None and S.ViewerState.from_json(s.to_json()).fov is None
+    wide = model.camera.fov_to_intrinsics(49.13)
+    for label in (S.camera_label(s, G), S.conditioning_label(s, G)):
+        assert torch.allclose(label[0, 16:].reshape(3, 3), wide)
+    assert S.resolved_camera(s, G)["fov"] == 49.13
+    narrow = S.camera_label(s.copy(fov=18.837), G)
+    assert torch.allclose(narrow[0, 16:].reshape(3, 3), model.camera.fov_to_intrinsics(18.837))
+    # the exports render the same camera
+    out = E.export_images(G, tmp_path / "stills", s.copy(render_type="raw", neural_res=16), bar=False)[0]
+    meta = E.read_png_metadata(out)
+    assert meta["cameras"][0]["fov"] == 49.13
+    assert np.allclose(np.asarray(meta["cameras"][0]["label"][16:]).reshape(3, 3), wide.numpy(), atol=1e-6)
+
+
+def test_robust_range_is_shared_and_weighted():
+    d = np.linspace(2.0, 3.0, 1000).astype(np.float32)
+    a = np.zeros_like(d)
+    a[:500] = 1.0
+    lo, hi = S.robust_range(d, a)                                    # opaque half only
+    assert 2.0 <= lo < 2.02 and 2.48 < hi <= 2.5
+    lo_t, hi_t = S.robust_range([torch.from_numpy(d[:500]), torch.from_numpy(d[500:])])   # pooled, no weights
+    assert lo_t == pytest.approx(np.percentile(d, 1)) and hi_t == pytest.approx(np.percentile(d, 99))
+    assert S.robust_range(np.full(10, 5.0)) == (5.0, 5.0 + 1e-6)
+    assert S.robust_range(np.array([np.nan])) == (0.0, 1.0)

@@ -400,3 +400,67 @@ def test_every_panel_section_draws(viewer, tmp_path):
     viewer.ui.show_help = viewer.ui.split_ab = False
     viewer.state.mix_enabled, viewer.state.render_type = False, "final"
     settle(viewer)
+
+
+def test_opens_fitted_scene_orbits_and_hides_latent_panels(viewer, tmp_path):
+    """A fitted scene (here a planted sphere, model/scene.py format) opens like a model: the
+    viewport shows its render, dragging orbits it, final/depth/alpha render, the latent and
+    conditioning panels are hidden; the run folder opens too."""
+    from test_scene import save_sphere_scene
+    G = viewer.model
+    path = save_sphere_scene(tmp_path / "run" / "scene.safetensors")
+    viewer.on_drop(viewer.window, [str(path.parent)])               # the run folder
+    assert wait_for(viewer, lambda: viewer.model is not G and viewer.result is not None, timeout=60)
+    assert viewer.error is None and viewer.is_scene
+    assert viewer.state.fov is None and viewer.camera()["fov"] == pytest.approx(viewer.model.scene.fov)
+    settle(viewer)
+    region = image_region(viewer, viewer.read_framebuffer())
+    assert region.std() > 3.0, "viewport is uniform"
+    from PIL import Image
+    # the 32 px render is magnified ~20x: compare at the render's size
+    small = np.asarray(Image.fromarray(region.astype(np.uint8)).resize(viewer.result.rgb.shape[1::-1], Image.BOX),
+                       np.float32)
+    c = slice(6, 26)                # the middle, clear of the status line / message / perf overlays
+    assert np.corrcoef(viewer.result.rgb[c, c].astype(np.float32).ravel(), small[c, c].ravel())[0, 1] > 0.9
+    yaw0 = viewer.state.yaw
+    viewer.orbit(-40, 10)
+    settle(viewer)
+    assert viewer.result.state.yaw != yaw0
+    for kind in ("depth", "alpha", "final"):
+        viewer.state.render_type = kind
+        settle(viewer)
+        assert viewer.error is None and viewer.result.rgb.std() > 3
+    viewer.open_sections(["*"])
+    for _ in range(3):
+        viewer.step()
+    assert viewer.ui_errors == []
+    viewer._open_sections = None
+    assert "Latent" not in viewer._drawn_sections and "Conditioning pose" not in viewer._drawn_sections
+    assert "Mesh export" in viewer._drawn_sections and "Camera" in viewer._drawn_sections
+
+
+def test_mesh_export_with_progress_and_cancel(viewer, tmp_path):
+    """The mesh panel's export runs app.mesh.export_mesh in the background (the scene opened
+    above: a sphere at the scene's surface level); a cancelled export leaves no file."""
+    import trimesh
+    from test_scene import CENTER, RADIUS
+    assert viewer.is_scene
+    viewer.ui.mesh_res, viewer.ui.mesh_obj = 48, True
+    out = tmp_path / "m.ply"
+    job = viewer.start_mesh(str(out))
+    assert job is not None
+    assert wait_for(viewer, lambda: job.finished, timeout=60)
+    assert job.error is None, job.error
+    assert out.is_file() and out.with_suffix(".obj").is_file() and job.done == job.total > 1
+    d = np.linalg.norm(np.asarray(trimesh.load(out, process=False).vertices) - np.asarray(CENTER), axis=1)
+    assert abs(d.mean() - RADIUS) < 0.015
+    viewer.ui.mesh_res, viewer.ui.mesh_chunk, viewer.ui.mesh_obj = 400, 1024, False
+    out2 = tmp_path / "big.ply"
+    job = viewer.start_mesh(str(out2))
+    assert wait_for(viewer, lambda: job.done >= 1 or job.finished, timeout=60)
+    job.cancel.set()
+    assert wait_for(viewer, lambda: job.finished, timeout=60)
+    assert job.error == "cancelled"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.obj", "m.ply"]
+    viewer.ui.mesh_res, viewer.ui.mesh_chunk = 128, 1 << 16
+    viewer.step()
