@@ -160,7 +160,21 @@ def _check_frame(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-class VideoWriter:
+class _FrameWriter:
+    """Context-manager protocol of the frame writers: commit on success, abort on any error."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+
+class VideoWriter(_FrameWriter):
     """Stream RGB frames into an H.264 (libx264, yuv420p) file with the ffmpeg binary that
     imageio-ffmpeg bundles. Use as a context manager: a clean exit finalises and renames the
     temporary file over `path`; an exception kills ffmpeg and removes the temporary file.
@@ -267,18 +281,8 @@ class VideoWriter:
             self._log.close()
             self._log = None
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-        return False
-
-
-class PngSequenceWriter:
+class PngSequenceWriter(_FrameWriter):
     """Lossless alternative to `VideoWriter`: frame_00000.png, ... in the folder `path`,
     assembled in a hidden temporary folder and renamed into place when complete. An existing
     folder at `path` is replaced only if it holds nothing but frame_*.png files."""
@@ -330,16 +334,6 @@ class PngSequenceWriter:
     def abort(self) -> None:
         self._done = True
         _remove(self.tmp)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-        return False
 
 
 def open_frame_writer(path: PathLike, fps: float, png_sequence: Optional[bool] = None,

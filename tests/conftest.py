@@ -42,6 +42,18 @@ def reference(fixture_dir):
 
 
 @pytest.fixture()
+def one_thread():
+    """One intra-op thread for modules of many tiny ops (faster than two, which mostly
+    synchronise); also restores autograd in case an earlier in-process test left it off."""
+    before, grad = torch.get_num_threads(), torch.is_grad_enabled()
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(True)
+    yield
+    torch.set_num_threads(before)
+    torch.set_grad_enabled(grad)
+
+
+@pytest.fixture()
 def tiny_generator():
     import model
     torch.manual_seed(0)

@@ -7,14 +7,7 @@ import torch
 from training.augment import SPECS, AdaController, AugmentPipe
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before, grad = torch.get_num_threads(), torch.is_grad_enabled()
-    torch.set_num_threads(1)
-    torch.set_grad_enabled(True)      # whatever an earlier in-process test left behind
-    yield
-    torch.set_num_threads(before)
-    torch.set_grad_enabled(grad)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n=8, c=3, size=16, seed=0):

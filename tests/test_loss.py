@@ -12,15 +12,7 @@ from model import presets
 from training import loss as L
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny graphs run faster on one thread (and the CI machine is shared)."""
-    before, grad = torch.get_num_threads(), torch.is_grad_enabled()
-    torch.set_num_threads(1)
-    torch.set_grad_enabled(True)      # whatever an earlier in-process test left behind
-    yield
-    torch.set_num_threads(before)
-    torch.set_grad_enabled(grad)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ToyD(torch.nn.Module):

@@ -28,14 +28,7 @@ SMALL = 75
 # ------------------------------------------------------------------------------------------------
 # Fixtures and helpers
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """These tests run many tiny convolutions, which one thread does fastest (intra-op threads
-    mostly synchronise, and on a shared machine they wait for each other); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

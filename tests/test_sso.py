@@ -27,13 +27,7 @@ TINY_STEPS = 200
 TRAIN_PSNR_MIN = 20.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: much faster than two on a shared 2-core machine (no spin contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
