@@ -133,12 +133,16 @@ def _check_file(path: PathLike) -> None:
 
 
 def _sniff(path: PathLike) -> str:
+    """'safetensors' (8-byte little-endian header length, then a JSON object), 'pickle'
+    (PROTO opcode 0x80 + protocol 2..5) or 'unknown'. Safetensors is tested first: its length
+    prefix may itself start with the byte 0x80."""
     with open(path, "rb") as f:
         head = f.read(16)
-    if head[:1] == b"\x80":
-        return "pickle"
-    if len(head) >= 9 and head[8:9] == b"{":
+    size = os.path.getsize(path)
+    if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
         return "safetensors"
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle"
     return "unknown"
 
 

@@ -116,3 +116,16 @@ def test_converter_cli(tmp_path, fixture_dir):
     help_text = subprocess.run([sys.executable, "-m", "model.convert", "--help"],
                                capture_output=True, text=True, cwd=REPO).stdout
     assert "--fp16" in help_text and "restricted" in help_text
+
+
+def test_safetensors_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle(tmp_path, tiny_generator):
+    """The 8-byte length prefix can begin with 0x80, the pickle PROTO opcode."""
+    path = tmp_path / "g.safetensors"
+    for pad in range(0, 2048, 8):
+        model.save(path, tiny_generator, metadata={"pad": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("could not produce a header length starting with 0x80")
+    G = model.load(path)
+    assert G.cfg == tiny_generator.cfg
