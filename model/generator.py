@@ -171,9 +171,8 @@ class TriPlaneGenerator(nn.Module):
         out = {"feature_image": feature_image, "image_depth": to_image(result.depth),
                "image_alpha": to_image(result.opacity)}
         if superresolution:
-            work = feature_image.clone()           # SR may write into its first channels
-            rgb = work[:, :3]
-            out["image"] = self.superresolution(rgb, work, ws)
+            rgb = feature_image[:, :3].clone()      # SR may add into it in place (official quirk)
+            out["image"] = self.superresolution(rgb, feature_image, ws)
             out["image_raw"] = rgb
         else:
             out["image_raw"] = feature_image[:, :3]

@@ -750,7 +750,7 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
         raise ValueError(f"unsupported value {sr_path!r} for official option "
                          f"rendering_kwargs['superresolution_module']; supported: "
                          f"{[_SR_PREFIX + n for n in SR_MODULES]}")
-    sr_out = SR_MODULES[sr_name].get("official_resolution", SR_MODULES[sr_name].get("img_resolution"))
+    sr_out = SR_MODULES[sr_name]["official_resolution"]
     if sr_out is not None and sr_out != img_resolution:
         raise ValueError(f"rendering_kwargs['superresolution_module'] = {sr_path!r} outputs "
                          f"{sr_out} px but img_resolution is {img_resolution}")

@@ -33,8 +33,8 @@ class SuperResolution(nn.Module):
         self.antialias = cfg.antialias
         self.noise_mode = cfg.noise_mode
         # inplace_rgb reproduces an official quirk: when no resize is needed, block0 adds its
-        # ToRGB output into the caller's rgb tensor, a view of the feature image, so the
-        # returned image_raw changes. Imported models keep it; clean models do not.
+        # ToRGB output into the caller's rgb tensor, so the image_raw the official generator
+        # returns (and D sees) is changed. Imported models keep it; clean models do not.
         self.inplace_rgb = inplace_rgb
         use_fp16 = cfg.num_fp16_res > 0
         clamp = SR_CONV_CLAMP if use_fp16 else None
@@ -55,8 +55,6 @@ class SuperResolution(nn.Module):
             size = (self.input_resolution, self.input_resolution)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=self.antialias)
             rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=self.antialias)
-        elif not self.inplace_rgb:
-            rgb = rgb.clone()
-        x, rgb = self.block0(x, rgb, ws, noise_mode=self.noise_mode)
+        x, rgb = self.block0(x, rgb, ws, noise_mode=self.noise_mode, inplace_img=self.inplace_rgb)
         x, rgb = self.block1(x, rgb, ws, noise_mode=self.noise_mode)
         return rgb

@@ -61,7 +61,7 @@ def test_renders_the_same_after_reload(tmp_path, tiny_generator):
 @pytest.mark.parametrize("content,message", [
     (b"", "empty"),
     (b"hello, not a checkpoint at all", "unrecognised"),
-    (b"\x80\x04\x95 truncated pickle", "tiny"),
+    (b"\x80\x04\x95 truncated pickle", "corrupt"),
 ])
 def test_bad_files_get_clear_errors(tmp_path, content, message):
     path = tmp_path / "tiny.bin"
