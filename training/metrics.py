@@ -595,20 +595,29 @@ class _Accumulator:
         return self.get(num) / d if d > 0 else float("nan")
 
 
+def _view_pairs(G, labels: np.ndarray, num: int, batch_size: int, seed: int, yaw_delta: float,
+                device, desc: str, progress: bool) -> Iterator[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Batches (z, c0, c1) for paired-view metrics: seeded z, dataset cameras c0 and the same
+    cameras orbited by +-yaw_delta around the model's pivot (c1); drives the progress bar."""
+    pivot = list(G.cfg.rendering.avg_camera_pivot)
+    gen = torch.Generator().manual_seed(seed)
+    bar = _bar(num, desc, progress)
+    for c, pos in _label_batches(labels, num, batch_size, seed):
+        z = torch.randn([len(pos), G.z_dim], generator=gen).to(device)
+        c0, c1 = (t.to(device) for t in orbit_pair(c, _alternating(pos, yaw_delta), pivot))
+        yield z, c0, c1
+        bar.update(len(pos))
+    bar.close()
+
+
 @torch.no_grad()
 def compute_mvc(G, labels: np.ndarray, num: int, device="cpu", batch_size: int = 8, seed: int = 0,
                 yaw_delta: float = 0.1, depth_tolerance: float = 0.01, alpha_threshold: float = 0.5,
                 progress: bool = True) -> Dict[str, float]:
     """Multi-view consistency of G (see the module docstring): mvc, mvc_raw, mvc_valid, mvc_valid_raw."""
     device = torch.device(device)
-    pivot = list(G.cfg.rendering.avg_camera_pivot)
-    gen = torch.Generator().manual_seed(seed)
     acc = _Accumulator()
-    bar = _bar(num, "mvc", progress)
-    for c, pos in _label_batches(labels, num, batch_size, seed):
-        b = len(pos)
-        z = torch.randn([b, G.z_dim], generator=gen).to(device)
-        c0, c1 = (t.to(device) for t in orbit_pair(c, _alternating(pos, yaw_delta), pivot))
+    for z, c0, c1 in _view_pairs(G, labels, num, batch_size, seed, yaw_delta, device, "mvc", progress):
         ws = G.mapping(z, c0, truncation_psi=1)
         planes = G.planes(ws, noise_mode="const")
         views = []
@@ -623,8 +632,6 @@ def compute_mvc(G, labels: np.ndarray, num: int, device="cpu", batch_size: int =
             acc.add("err" + suffix, r["error_sum"].sum())
             acc.add("valid" + suffix, r["valid"].sum())
             acc.add("total" + suffix, r["total"].sum())
-        bar.update(b)
-    bar.close()
     return {"mvc": acc.ratio("err", "valid"), "mvc_raw": acc.ratio("err_raw", "valid_raw"),
             "mvc_valid": acc.ratio("valid", "total"), "mvc_valid_raw": acc.ratio("valid_raw", "total_raw")}
 
@@ -648,14 +655,8 @@ def compute_pose_effect(G, labels: np.ndarray, num: int, device="cpu", batch_siz
     versions (mean absolute change over items and attributes).
     """
     device = torch.device(device)
-    pivot = list(G.cfg.rendering.avg_camera_pivot)
-    gen = torch.Generator().manual_seed(seed)
     acc = _Accumulator()
-    bar = _bar(num, "pose_effect", progress)
-    for c, pos in _label_batches(labels, num, batch_size, seed):
-        b = len(pos)
-        z = torch.randn([b, G.z_dim], generator=gen).to(device)
-        c0, c1 = (t.to(device) for t in orbit_pair(c, _alternating(pos, yaw_delta), pivot))
+    for z, c0, c1 in _view_pairs(G, labels, num, batch_size, seed, yaw_delta, device, "pose_effect", progress):
 
         ws0, ws1 = G.mapping(z, c0, truncation_psi=1), G.mapping(z, c1, truncation_psi=1)
         planes0, planes1 = G.planes(ws0, noise_mode="const"), G.planes(ws1, noise_mode="const")
@@ -675,9 +676,7 @@ def compute_pose_effect(G, labels: np.ndarray, num: int, device="cpu", batch_siz
             a0, a_cond, a_cam = (_as_attributes(attribute_predictor(v["image"])) for v in (base, cond_moved, cam_moved))
             acc.add("attr_cond", (a_cond - a0).abs().mean(dim=1).sum())
             acc.add("attr_cam", (a_cam - a0).abs().mean(dim=1).sum())
-        acc.add("n", b)
-        bar.update(b)
-    bar.close()
+        acc.add("n", len(z))
     n = acc.get("n")
     out = {"pose_cond_change": acc.get("cond") / n, "pose_cam_change": acc.get("cam") / n,
            "pose_cond_change_raw": acc.get("cond_raw") / n, "pose_cam_change_raw": acc.get("cam_raw") / n}

@@ -161,18 +161,12 @@ def main(argv=None) -> int:
     p.add_argument("--focal", type=float, default=1.025390625, help="normalised focal length")
     p.add_argument("--supersample", type=int, default=2)
     args = p.parse_args(argv)
-    try:
-        stats = generate_scene(args.dest, args.views, args.heldout, args.resolution, args.seed, args.radius,
-                               args.focal, args.supersample, progress=True)
-    except KeyboardInterrupt:
-        print("interrupted; nothing written", file=sys.stderr)
-        return 130
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {stats['views']} training + {stats['heldout']} held-out views to {stats['dest']} "
-          f"in {stats['seconds']:.1f} s")
-    return 0
+    from training.synthetic import run_writer_cli
+    return run_writer_cli(
+        lambda: generate_scene(args.dest, args.views, args.heldout, args.resolution, args.seed, args.radius,
+                               args.focal, args.supersample, progress=True),
+        lambda stats: f"wrote {stats['views']} training + {stats['heldout']} held-out views to "
+                      f"{stats['dest']} in {stats['seconds']:.1f} s")
 
 
 if __name__ == "__main__":

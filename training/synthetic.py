@@ -788,18 +788,26 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="rendering processes (0 = one per CPU core)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        stats = generate_dataset(args.dest, args.count, args.resolution, args.cameras, args.seed, args.bias,
+    return run_writer_cli(
+        lambda: generate_dataset(args.dest, args.count, args.resolution, args.cameras, args.seed, args.bias,
                                  progress=not args.no_progress, supersample=args.supersample,
-                                 workers=args.workers or (os.cpu_count() or 1))
+                                 workers=args.workers or (os.cpu_count() or 1)),
+        lambda stats: f"wrote {stats['count']} images to {stats['dest']} in {stats['seconds']:.1f} s "
+                      f"({stats['images_per_second']:.1f} images/s)")
+
+
+def run_writer_cli(write, describe) -> int:
+    """Exit code of a dataset-writing command: 0 with `describe(stats)` printed, 130 on Ctrl-C
+    (the atomic writers leave nothing behind), 2 with the message on a ValueError."""
+    try:
+        stats = write()
     except KeyboardInterrupt:
         print("interrupted; nothing written", file=sys.stderr)
         return 130
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {stats['count']} images to {stats['dest']} in {stats['seconds']:.1f} s "
-          f"({stats['images_per_second']:.1f} images/s)")
+    print(describe(stats))
     return 0
 
 
