@@ -121,6 +121,11 @@ class GeneratorConfig:
     rendering: RenderingConfig = field(default_factory=RenderingConfig)
     superres: SuperResConfig = field(default_factory=SuperResConfig)
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    # Imported official snapshots only (None for our own models): the `rendering_kwargs` keys the
+    # snapshot had, so `G.rendering_kwargs` shows exactly those, and the keys it lacked that the
+    # importer filled with the official code's defaults (reported by load(verbose=True), inspect).
+    official_keys: Optional[list] = None
+    filled_defaults: Optional[list] = None
 
     def to_json(self) -> str:
         return json.dumps(to_dict(self), sort_keys=True)
