@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
@@ -146,11 +147,23 @@ def _sniff(path: PathLike) -> str:
     return "unknown"
 
 
-def load(path: PathLike, net: str = "G_ema", device: Union[str, torch.device] = "cpu") -> nn.Module:
+def filled_defaults_note(module: nn.Module) -> Optional[str]:
+    """One line naming the official options an imported snapshot lacked and the defaults used
+    for them (None when nothing was filled in, or for a discriminator)."""
+    filled = getattr(getattr(module, "cfg", None), "filled_defaults", None)
+    if not filled:
+        return None
+    return "defaults filled in for options absent from the snapshot: " + ", ".join(filled)
+
+
+def load(path: PathLike, net: str = "G_ema", device: Union[str, torch.device] = "cpu",
+         verbose: bool = False) -> nn.Module:
     """Load a network from our .safetensors or an official EG3D .pkl snapshot.
 
     net: 'G_ema' (default), 'G' or 'D'. The module is returned in eval mode on `device`.
     Official pickles are read with a restricted unpickler: no code stored in them runs.
+    verbose=True prints (to stderr) which official options were absent and got the official
+    code's defaults.
     """
     if net not in NET_NAMES:
         raise ValueError(f"net must be one of {NET_NAMES}, got {net!r}")
@@ -163,6 +176,9 @@ def load(path: PathLike, net: str = "G_ema", device: Union[str, torch.device] = 
     else:
         raise CheckpointError(f"{path}: unrecognised file format (expected our .safetensors or an "
                               "official EG3D .pkl snapshot)")
+    note = filled_defaults_note(module)
+    if verbose and note:
+        print(f"{path}: {note}", file=sys.stderr)
     return module.to(device).eval().requires_grad_(False)
 
 
@@ -209,12 +225,20 @@ def _load_safetensors(path: PathLike, net: str, meta: Optional[Dict[str, str]] =
     return module
 
 
-def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], path: PathLike) -> None:
+def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], path: PathLike,
+                classes: Optional[Mapping[str, str]] = None) -> None:
+    """Copy `state` into `module` after checking names and shapes. classes (official submodule
+    path -> class name) lets a mismatch name the official class whose layout differs."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        raise CheckpointError(f"{path}: tensors do not match the architecture: "
+        where = ""
+        if classes:
+            owners = {classes.get(k.rsplit(".", 1)[0]) for k in missing + unexpected} - {None}
+            if owners:
+                where = f" (in official {', '.join(sorted(owners))})"
+        raise CheckpointError(f"{path}: tensors do not match the architecture{where}: "
                               f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                               f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
     for key, value in state.items():
@@ -244,7 +268,7 @@ def _load_official(path: PathLike, net: str) -> nn.Module:
     state = dict(official.state_dict)
     if net != "D" and "dataset_label_std" not in state:
         state["dataset_label_std"] = torch.ones(module.cfg.c_dim)   # snapshots saved before training
-    _load_state(module, state, path)
+    _load_state(module, state, path, official.module_classes)
     return module
 
 

@@ -36,6 +36,10 @@ def main(argv=None) -> int:
     checkpoint.save(args.dest, nets, metadata={"converted_from": str(args.source)},
                     dtype=torch.float16 if args.fp16 else None)
     print(f"wrote {args.dest} ({', '.join(names)})")
+    for name, net in nets.items():
+        note = checkpoint.filled_defaults_note(net)
+        if note:
+            print(f"{name}: {note}")
     return 0
 
 

@@ -113,6 +113,13 @@ class OfficialObject:
                              f"{type(state).__name__}, expected a dict")
         self.state = dict(state)
 
+    def __deepcopy__(self, memo):
+        # copy.deepcopy would go through __setstate__, which records *pickle* state.
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
     def __repr__(self):
         return f"<OfficialObject {self.class_path or self.class_name}>"
 
@@ -629,6 +636,7 @@ class _Options:
         if not isinstance(data, dict):
             raise ValueError(f"{where} must be a dict, got {type(data).__name__}")
         self.data, self.where, self.used = data, where, set()
+        self.filled: List[str] = []      # "key = default" for each absent key given its default
 
     def name(self, key):
         return f"{self.where}[{key!r}]"
@@ -638,6 +646,9 @@ class _Options:
         if key not in self.data:
             if default is _MISSING:
                 raise ValueError(f"missing official option {self.name(key)}")
+            note = f"{self.name(key)} = {default!r}"
+            if note not in self.filled:
+                self.filled.append(note)
             return default
         value = self.data[key]
         if choices is not None and not any(value == c and type(value) is type(c) for c in choices):
@@ -682,6 +693,12 @@ def _fused_modconv(value, where: str) -> str:
         return "inference_only"
     raise ValueError(f"unsupported value {value!r} for official option {where}")
 
+
+# What the official code uses when a snapshot lacks a key: `.get(..., default)` in its renderer,
+# generator, loss and scripts (gen_samples / the visualizer read the camera keys that way).
+OFFICIAL_DEFAULT_PIVOT = (0, 0, 0)
+OFFICIAL_DEFAULT_RADIUS = 2.7
+OFFICIAL_DEFAULT_NRR = 64            # TriPlaneGenerator.__init__'s neural_rendering_resolution
 
 _G_PARAMS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "sr_num_fp16_res",
              "mapping_kwargs", "rendering_kwargs", "sr_kwargs")
@@ -755,12 +772,15 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
         raise ValueError(f"rendering_kwargs['superresolution_module'] = {sr_path!r} outputs "
                          f"{sr_out} px but img_resolution is {img_resolution}")
     is_bool = lambda v: isinstance(v, bool)
+    channels, filter_buffer = _sr_structure(module, sr_name)
     superres = SuperResConfig(
         module=sr_name,
         num_fp16_res=sr_num_fp16_res,
         antialias=r.get("sr_antialias", True, is_bool, "a bool"),
         noise_mode=r.get("superresolution_noise_mode", choices=("none", "random", "const")),
         w_dim=512,  # fixed by the official SR classes
+        channels=channels,
+        filter_buffer=filter_buffer,
     )
     if w_dim != 512:
         raise ValueError(f"unsupported official option TriPlaneGenerator['w_dim'] = {w_dim}: the "
@@ -773,7 +793,7 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
         raise ValueError(f"official options rendering_kwargs['ray_start'] = {ray_start!r} and "
                          f"['ray_end'] = {ray_end!r}: 'auto' must be used for both or neither")
     default_render = RenderingConfig()
-    pivot = r.get("avg_camera_pivot", list(default_render.avg_camera_pivot),
+    pivot = r.get("avg_camera_pivot", list(OFFICIAL_DEFAULT_PIVOT),
                   lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(map(_is_number, v)),
                   "a list of 3 numbers")
     rendering = RenderingConfig(
@@ -787,7 +807,7 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
         white_back=r.get("white_back", False, is_bool, "a bool"),
         box_warp=r.get("box_warp", check=lambda v: _is_number(v) and v > 0, expected="a positive number"),
         density_noise=r.get("density_noise", 0, lambda v: _is_number(v) and v >= 0, "a non-negative number"),
-        avg_camera_radius=r.get("avg_camera_radius", default_render.avg_camera_radius, _is_number, "a number"),
+        avg_camera_radius=r.get("avg_camera_radius", OFFICIAL_DEFAULT_RADIUS, _is_number, "a number"),
         avg_camera_pivot=list(pivot),
         # Not stored by the official code: white-background (ShapeNet-style) snapshots get the
         # ShapeNet focal, the others FFHQ's.
@@ -800,8 +820,9 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
                             lr_multiplier=r.get("decoder_lr_mul", 1, _is_number, "a number"))
     default_reg = RegularizationConfig()
     regularization = RegularizationConfig(
-        gpc_reg_prob=r.get("gpc_reg_prob", default_reg.gpc_reg_prob,
-                           lambda v: v is None or _is_number(v), "None or a number"),
+        # Informational in official snapshots (the loss takes it from its own options, default
+        # None = no generator pose conditioning regularisation).
+        gpc_reg_prob=r.get("gpc_reg_prob", None, lambda v: v is None or _is_number(v), "None or a number"),
         density_reg=r.get("density_reg", 0, _is_number, "a number"),  # official: absent = off
         density_reg_p_dist=r.get("density_reg_p_dist", default_reg.density_reg_p_dist, _is_number, "a number"),
         reg_type=r.get("reg_type", default_reg.reg_type, choices=_REG_TYPES),
@@ -811,7 +832,9 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
     r.finish()
     g.finish()
 
-    nrr = module.attrs.get("neural_rendering_resolution", 64)
+    # The attribute (what training last rendered at) wins over the constructor's default of 64:
+    # the 512-128 models carry 128.
+    nrr = module.attrs.get("neural_rendering_resolution", OFFICIAL_DEFAULT_NRR)
     if not (_is_int(nrr) and nrr > 0):
         raise ValueError(f"attribute neural_rendering_resolution = {nrr!r} must be a positive int")
 
@@ -820,9 +843,28 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
         neural_rendering_resolution=nrr, c_gen_conditioning_zero=c_gen_conditioning_zero, c_scale=c_scale,
         mapping=mapping, backbone=backbone, decoder=decoder, rendering=rendering, superres=superres,
         regularization=regularization,
+        official_keys=sorted(r.data), filled_defaults=r.filled,
     )
     _check_generator_tensors(cfg, module)
     return cfg
+
+
+def _sr_structure(module: OfficialModule, sr_name: str) -> Tuple[Optional[list], Optional[bool]]:
+    """(block widths, has its own resample_filter) of the stored SR module, read from its tensors.
+
+    Without tensors (a config-only rebuild) both are None: the official class's layout.
+    """
+    sd = module.state_dict
+    if not sd:
+        return None, None
+    widths = []
+    for block in ("block0", "block1"):
+        bias = sd.get(f"superresolution.{block}.conv1.bias")
+        if bias is None or bias.ndim != 1:
+            raise ValueError(f"{sr_name}: state dict entry 'superresolution.{block}.conv1.bias' is missing")
+        widths.append(int(bias.shape[0]))
+    official = list(SR_MODULES[sr_name]["channels"])
+    return (None if widths == official else widths), "superresolution.resample_filter" in sd
 
 
 def _expect_shape(module: OfficialModule, key: str, shape: tuple, option: str):
