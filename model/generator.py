@@ -147,13 +147,16 @@ class TriPlaneGenerator(nn.Module):
                neural_rendering_resolution: Optional[int] = None, deterministic: bool = False,
                depth_resolution: Optional[int] = None,
                depth_resolution_importance: Optional[int] = None,
-               superresolution: bool = True, return_samples: bool = False) -> Dict[str, torch.Tensor]:
+               superresolution: bool = True, return_samples: bool = False,
+               trace_rays: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Render cached planes from cameras c [B, 25].
 
         Returns image [B,3,S,S] (when superresolution), image_raw [B,3,R,R], image_depth
         [B,1,R,R], feature_image [B,F,R,R], image_alpha [B,1,R,R]; with return_samples also the
         coarse depths, coarse weights and fine depths [B, R*R, N, 1].
         deterministic=True removes both random draws of the sampler (no jitter, fixed u).
+        trace_rays [K] (ray indices row * R + col) adds `trace`, a rendering.RayTrace with the
+        per-sample densities, weights and transmittance along those rays.
         """
         res = neural_rendering_resolution or self.cfg.neural_rendering_resolution
         cam2world, intrinsics = camera.split_label(c)
@@ -161,7 +164,8 @@ class TriPlaneGenerator(nn.Module):
         result = render_rays(lambda p: self.sample_density(planes, p), origins, directions,
                              self.cfg.rendering, deterministic=deterministic,
                              depth_resolution=depth_resolution,
-                             depth_resolution_importance=depth_resolution_importance)
+                             depth_resolution_importance=depth_resolution_importance,
+                             keep_rays=trace_rays)
         batch = c.shape[0]
 
         def to_image(t: torch.Tensor) -> torch.Tensor:
@@ -179,6 +183,8 @@ class TriPlaneGenerator(nn.Module):
         if return_samples:
             out.update(depths_coarse=result.depths_coarse, weights_coarse=result.weights_coarse,
                        depths_fine=result.depths_fine)
+        if result.trace is not None:
+            out["trace"] = result.trace
         return out
 
     def synthesis(self, ws: torch.Tensor, c: torch.Tensor, noise_mode: str = "random",
