@@ -8,7 +8,6 @@ from torch import nn
 
 from . import camera
 from .backbone import Backbone
-from .config import GeneratorConfig
 from .official_api import (ImportanceRenderer, RaySampler, RenderingKwargs, config_from_init_args,
                            official_init_kwargs)
 from .rendering import render_rays

@@ -67,7 +67,7 @@ _CHECKS: Dict[str, Tuple[Callable, str]] = {
 
 def _plain(value):
     """numpy / torch scalars -> Python numbers, so the config stays JSON-serialisable."""
-    if isinstance(value, (torch.Tensor,)) and value.numel() == 1:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
     if type(value).__module__ == "numpy" and hasattr(value, "item"):
         return value.item()

@@ -532,6 +532,8 @@ def test_official_constructor_arguments_are_checked_like_the_importer(official_G
     kwargs = copy.deepcopy(official_G.init_kwargs)
     rebuilt = TriPlaneGenerator(**kwargs)
     assert rebuilt.cfg == official_G.cfg and rebuilt.init_kwargs == official_G.init_kwargs
+    positional = {k: v for k, v in kwargs.items() if k not in ("z_dim", "c_dim", "w_dim", "img_resolution")}
+    assert TriPlaneGenerator(512, 25, 512, 128, **positional).cfg == official_G.cfg
     del kwargs["rendering_kwargs"]["box_warp"]
     with pytest.raises(ValueError, match=r"rendering_kwargs\['box_warp'\]"):
         TriPlaneGenerator(**kwargs)
@@ -557,6 +559,7 @@ def test_official_attribute_names(official_G):
         origins, dirs = G.ray_sampler(cam2world, intrinsics, 8)
         ref_o, ref_d = camera.generate_rays(cam2world, intrinsics, 8)
         assert origins.shape == dirs.shape == (1, 64, 3)
+        torch.testing.assert_close(origins, ref_o)
         torch.testing.assert_close(dirs, ref_d)
 
         pts = torch.rand(1, 50, 3) - 0.5
