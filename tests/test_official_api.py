@@ -31,9 +31,8 @@ from model.rendering import ray_box_limits
 
 
 @pytest.fixture(scope="module")
-def official_G():
-    from conftest import official_fixture_dir
-    return model.load(official_fixture_dir() / "tiny128.pkl")
+def official_G(fixture_dir):
+    return model.load(fixture_dir / "tiny128.pkl")
 
 
 @pytest.fixture()
