@@ -67,10 +67,8 @@ _CHECKS: Dict[str, Tuple[Callable, str]] = {
 
 def _plain(value):
     """numpy / torch scalars -> Python numbers, so the config stays JSON-serialisable."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    if type(value).__module__ == "numpy" and hasattr(value, "item"):
-        return value.item()
+    if isinstance(value, torch.Tensor) or type(value).__module__ == "numpy":
+        return value.tolist() if hasattr(value, "tolist") else value
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value

@@ -452,7 +452,7 @@ def test_rendering_kwargs_is_the_official_dict(official_G, fixture_dir):
     assert {**kw}["depth_resolution"] == 20 and json.loads(json.dumps(kw))["depth_resolution"] == 20
     assert dict(kw.items())["depth_resolution"] == 20 and kw.get("depth_resolution") == 20
     # Writes go into the config; script keys live in the dict only.
-    kw["ray_start"], kw["avg_camera_pivot"] = 2.0, (0, 0, 0.1)
+    kw["ray_start"], kw["avg_camera_pivot"] = 2.0, np.array([0, 0, 0.1])
     assert G.cfg.rendering.ray_start == 2.0 and G.cfg.rendering.avg_camera_pivot == [0, 0, 0.1]
     kw["depth_resolution_default"] = 48
     kw.update(depth_resolution_importance=np.int64(24))
