@@ -842,8 +842,7 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
         z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
         neural_rendering_resolution=nrr, c_gen_conditioning_zero=c_gen_conditioning_zero, c_scale=c_scale,
         mapping=mapping, backbone=backbone, decoder=decoder, rendering=rendering, superres=superres,
-        regularization=regularization,
-        official_keys=sorted(r.data), filled_defaults=r.filled,
+        regularization=regularization, official_keys=list(r.data), filled_defaults=r.filled,
     )
     _check_generator_tensors(cfg, module)
     return cfg

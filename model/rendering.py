@@ -191,7 +191,10 @@ def render_rays(field: FieldFn, origins: torch.Tensor, directions: torch.Tensor,
     if cfg.clamp_mode != "softplus":
         raise ValueError(f"clamp_mode {cfg.clamp_mode!r} is not supported (only 'softplus')")
 
-    if cfg.ray_start == "auto" or cfg.ray_end == "auto":
+    if (cfg.ray_start == "auto") != (cfg.ray_end == "auto"):
+        raise ValueError(f"rendering ray_start = {cfg.ray_start!r} and ray_end = {cfg.ray_end!r}: "
+                         f"'auto' (limits from the box) must be set for both or neither")
+    if cfg.ray_start == "auto" and cfg.ray_end == "auto":
         start, end = ray_box_limits(origins, directions, cfg.box_warp)
         valid = end > start
         if valid.any():

@@ -51,13 +51,15 @@ class SuperResolution(nn.Module):
                                      up=True, use_fp16=use_fp16, conv_clamp=clamp,
                                      fused_modconv=fused_modconv)
 
-    def forward(self, rgb: torch.Tensor, x: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+    def forward(self, rgb: torch.Tensor, x: torch.Tensor, ws: torch.Tensor, force_fp32: bool = False,
+                fused_modconv=None) -> torch.Tensor:
         """rgb [B,3,R,R], x [B,C,R,R], ws [B,num_ws,w_dim] (only ws[:, -1] is used)."""
+        block_kwargs = dict(noise_mode=self.noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv)
         ws = ws[:, -1:].repeat(1, 3, 1)
         if x.shape[-1] != self.input_resolution:
             size = (self.input_resolution, self.input_resolution)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=self.antialias)
             rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=self.antialias)
-        x, rgb = self.block0(x, rgb, ws, noise_mode=self.noise_mode, inplace_img=self.inplace_rgb)
-        x, rgb = self.block1(x, rgb, ws, noise_mode=self.noise_mode)
+        x, rgb = self.block0(x, rgb, ws, inplace_img=self.inplace_rgb, **block_kwargs)
+        x, rgb = self.block1(x, rgb, ws, **block_kwargs)
         return rgb
