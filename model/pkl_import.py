@@ -851,11 +851,11 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
 def _sr_structure(module: OfficialModule, sr_name: str) -> Tuple[Optional[list], Optional[bool]]:
     """(block widths, has its own resample_filter) of the stored SR module, read from its tensors.
 
-    Without tensors (a config-only rebuild) both are None: the official class's layout.
+    Without tensors (a config-only rebuild) the official class's layout.
     """
     sd = module.state_dict
     if not sd:
-        return None, None
+        return None, SR_MODULES[sr_name]["filter_buffer"]
     widths = []
     for block in ("block0", "block1"):
         bias = sd.get(f"superresolution.{block}.conv1.bias")
