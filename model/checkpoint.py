@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
 
@@ -19,6 +18,7 @@ from torch import nn
 from .config import DiscriminatorConfig, GeneratorConfig
 from .discriminator import DualDiscriminator
 from .generator import TriPlaneGenerator
+from .output import atomic_write
 
 FORMAT = "eg3d-triplane/1"
 NET_NAMES = ("G_ema", "G", "D")
@@ -45,29 +45,7 @@ def _kind(module: nn.Module) -> str:
     raise TypeError(f"cannot save a {type(module).__name__}: expected a TriPlaneGenerator or DualDiscriminator")
 
 
-def atomic_write(path: PathLike, write_fn) -> None:
-    """Call write_fn(temp_path) and rename the result onto path; no partial file ever appears."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())       # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 EXTRA_PREFIX = "extra."
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save(path: PathLike, nets: Union[nn.Module, Mapping[str, nn.Module]],

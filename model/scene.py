@@ -20,12 +20,10 @@ The fitting loop, the multi-view data and the test scenes stay in `training/`.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -36,6 +34,7 @@ from torch import nn
 
 from .camera import generate_rays, intrinsics_to_fov, look_at_pose, make_label, split_label
 from .config import DecoderConfig, GeneratorConfig, RenderingConfig, from_dict, to_dict
+from .output import atomic_write
 from .rendering import render_rays
 from .triplane import sample_planes
 
@@ -348,16 +347,8 @@ def render_labels(field_fn, labels: torch.Tensor, resolution: int, rendering: Re
 
 def _atomic_save(path: Path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> None:
     from safetensors.torch import save_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))
 
 
 def save_checkpoint(path: PathLike, fld: SSOField, cfg: SSOConfig, step: int, *, optimizer=None,
