@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .config import DiscriminatorConfig, GeneratorConfig
+from .config_check import check_config, check_fits
 from .discriminator import DualDiscriminator
 from .generator import TriPlaneGenerator
 from .output import atomic_write
@@ -168,12 +169,13 @@ def _load_safetensors(path: PathLike, net: str, meta: Optional[Dict[str, str]] =
         raise CheckpointError(f"{path}: has no network {net!r} (it holds {', '.join(nets)})")
     try:
         kind = meta[f"kind.{net}"]
-        if kind == "generator":
-            module = build_generator(GeneratorConfig.from_json(meta[f"config.{net}"]))
-        else:
-            module = build_discriminator(DiscriminatorConfig.from_json(meta[f"config.{net}"]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: bad config for {net!r}: {exc}") from None
+        cls = GeneratorConfig if kind == "generator" else DiscriminatorConfig
+        cfg = cls.from_json(meta[f"config.{net}"])
+        check_config(cfg, f"config.{net}")                      # before anything is allocated
+        check_fits(cfg, os.path.getsize(path), f"config.{net}")
+        module = build_generator(cfg) if kind == "generator" else build_discriminator(cfg)
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: bad config for {net!r}: {str(exc)[:300]}") from None
     prefix = f"{net}."
     state = {}
     try:
@@ -212,9 +214,18 @@ def _load_official(path: PathLike, net: str) -> nn.Module:
         raise CheckpointError(f"{path}: the snapshot has no network {net!r}")
     official = snapshot[net]
     if net == "D":
-        module = build_discriminator(pkl_import.discriminator_config_from_official(official))
+        cfg = pkl_import.discriminator_config_from_official(official)
     else:
-        module = build_generator(pkl_import.generator_config_from_official(official))
+        cfg = pkl_import.generator_config_from_official(official)
+    try:
+        check_config(cfg, f"{net} config")                      # before anything is allocated
+        check_fits(cfg, os.path.getsize(path), f"{net} config")
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if net == "D":
+        module = build_discriminator(cfg)
+    else:
+        module = build_generator(cfg)
         axes = official.tensor_attrs.get("renderer.plane_axes")
         if axes is not None and not torch.equal(axes.float(), OFFICIAL_PLANE_AXES):
             raise CheckpointError(f"{path}: renderer.plane_axes differ from the official EG3D axes; "
