@@ -274,10 +274,11 @@ def _load_state_file(path: str):
         raise ValueError(f"--state {path}: is a folder; give a .json state or a PNG saved by the viewer")
     if not p.is_file():
         raise FileNotFoundError(f"--state {path}: no such file")
+    from PIL import Image
     try:
         return ViewerState.load(p)
-    except (OSError, ValueError) as exc:
-        reason = " ".join(str(exc).split())
+    except (OSError, ValueError, RecursionError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = " ".join(str(exc).split())[:300]
         raise ValueError(f"--state {path}: not a viewer state ({reason}); give a .json state or a PNG "
                          "saved by the viewer or by `images`") from None
 

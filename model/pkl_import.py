@@ -517,7 +517,8 @@ def _describe_failure(source: str, head: bytes, error: Exception, ended: bool = 
         return PklImportError(f"cannot load {source}: its pickle asks for more memory or nesting than a "
                               f"snapshot has ({type(error).__name__}); the file is corrupt or hostile")
     if isinstance(error, EOFError) or "truncated" in str(error) or (ended and not isinstance(error, UnsafePickleError)):
-        return PklImportError(f"{source} is truncated: the pickle data ends early ({error}); "
+        detail = f" ({error})" if str(error) else ""
+        return PklImportError(f"{source} is truncated: the pickle data ends early{detail}; "
                               f"the file is probably an incomplete download or copy, or corrupt")
     return PklImportError(f"{source} is corrupt or not an EG3D snapshot: "
                           f"{type(error).__name__}: {error}")
