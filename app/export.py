@@ -267,6 +267,7 @@ class VideoWriter(_FrameWriter):
             return self.path
         if self._proc is None:
             self._done = True
+            self._out.abort()
             raise RuntimeError("no frames were written")
         with contextlib.suppress(BrokenPipeError, OSError):
             self._proc.stdin.close()
