@@ -96,8 +96,14 @@ def read_metadata(path: PathLike) -> Dict[str, str]:
     except Exception as exc:  # safetensors raises its own error types for a bad header
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: safetensors file without our header (format={meta.get('format')!r}); "
+        raise CheckpointError(f"{path}: safetensors file without our header (format={str(meta.get('format'))[:80]!r}); "
                               "it is not an EG3D checkpoint written by this tool")
+    try:
+        nets = json.loads(meta["nets"])
+        if not (isinstance(nets, list) and nets and all(n in NET_NAMES for n in nets)):
+            raise ValueError(f"expected a list of {', '.join(NET_NAMES)}")
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: bad 'nets' entry in the header ({str(exc)[:200]})") from None
     return meta
 
 

@@ -194,10 +194,7 @@ def test_crafted_safetensors_headers(tmp_path):
     n = struct.unpack("<Q", data[:8])[0]
     header = json.loads(data[8:8 + n])
     deep = "[" * 100_000 + "]" * 100_000
-    cases = {
-        "huge_length": struct.pack("<Q", 1 << 60) + data[8:],
-        "deep_config": _with_config(data, lambda c: None).replace(b'"config.G_ema"', b'"config.G_ema"', 1),
-    }
+    cases = {"huge_length": struct.pack("<Q", 1 << 60) + data[8:]}
     meta = dict(header["__metadata__"], **{"config.G_ema": deep})
     body = json.dumps(dict(header, __metadata__=meta)).encode()
     cases["deep_config"] = struct.pack("<Q", len(body)) + body + data[8 + n:]
@@ -206,6 +203,12 @@ def test_crafted_safetensors_headers(tmp_path):
     big[key] = dict(big[key], shape=[1 << 40, 1 << 20])
     body = json.dumps(big).encode()
     cases["huge_tensor"] = struct.pack("<Q", len(body)) + body + data[8 + n:]
+    for name, nets in (("no_nets", None), ("bad_nets", "[G_ema"), ("int_nets", "5"), ("odd_nets", '["x"]')):
+        meta = {k: v for k, v in header["__metadata__"].items() if k != "nets"}
+        if nets is not None:
+            meta["nets"] = nets
+        body = json.dumps(dict(header, __metadata__=meta)).encode()
+        cases[name] = struct.pack("<Q", len(body)) + body + data[8 + n:]
     for name, content in cases.items():
         assert run_case(load_checkpoint, write(tmp_path, f"{name}.safetensors", content),
                         CHECKPOINT_ERRORS) == "refused", name

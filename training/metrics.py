@@ -1036,7 +1036,10 @@ def _run(args, names: List[str]) -> int:
     if args.json_out:
         from model.output import check_replace
         check_replace(args.json_out, args.overwrite, is_metrics_log, what="--json-out")   # before the work
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise ValueError(f"--device {args.device!r} is not a torch device; use cpu, cuda or cuda:N") from None
     G = None
     if not args.reference_only:
         import model
