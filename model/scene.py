@@ -34,6 +34,7 @@ from torch import nn
 
 from .camera import generate_rays, intrinsics_to_fov, look_at_pose, make_label, split_label
 from .config import DecoderConfig, GeneratorConfig, RenderingConfig, from_dict, to_dict
+from .config_check import check_config
 from .output import atomic_write
 from .rendering import render_rays
 from .triplane import sample_planes
@@ -395,8 +396,16 @@ def read_checkpoint(path: PathLike) -> Tuple[SSOConfig, Dict[str, torch.Tensor],
 
 
 def _load_field(cfg: SSOConfig, tensors: Dict[str, torch.Tensor], where: str) -> SSOField:
-    fld = build_field(cfg.field)
     state = {k[len("field."):]: v for k, v in tensors.items() if k.startswith("field.")}
+    try:                                    # the header is the user's data: check it before allocating
+        check_config(cfg.field, "field")
+        need, stored = param_count(cfg.field), sum(v.numel() for v in state.values())
+    except (ValueError, TypeError, OverflowError) as e:
+        raise SSOError(f"{where}: bad field config ({str(e)[:200]})") from None
+    if need > stored:
+        raise SSOError(f"{where}: the field config asks for {need:,} parameters but the file holds only "
+                       f"{stored:,} values")
+    fld = build_field(cfg.field)
     try:
         fld.load_state_dict(state)
     except RuntimeError as e:

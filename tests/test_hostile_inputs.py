@@ -215,6 +215,37 @@ def test_crafted_safetensors_headers(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
+# Fitted scenes (model.scene: what the viewer and the exports open besides generators)
+
+
+def test_scene_files_truncated_flipped_and_absurd(tmp_path):
+    from model import scene
+    cfg = scene.SSOConfig(field=scene.FieldConfig(plane_resolution=8, plane_channels=4, decoder_hidden=16,
+                                                  decoder_fourier=2))
+    torch.manual_seed(0)
+    good = tmp_path / "scene.safetensors"
+    scene.save_checkpoint(good, scene.build_field(cfg.field), cfg, step=1)
+    load = lambda p: scene.load_scene(p)
+    assert run_case(load, good, scene.SSOError) == "loaded"
+    data = good.read_bytes()
+    header = _safetensors_header_size(data)
+    for cut in truncations(len(data), 20, seed=7):
+        assert run_case(load, write(tmp_path, f"cut{cut}.safetensors", data[:cut]), scene.SSOError) == "refused"
+    for seed in range(20):
+        run_case(load, write(tmp_path, f"flip{seed}.safetensors", flipped(data, seed, 1 + seed % 3, region=header)),
+                 scene.SSOError)
+    from safetensors.torch import load as st_load, save as st_save
+    n = struct.unpack("<Q", data[:8])[0]
+    meta = json.loads(data[8:8 + n])["__metadata__"]
+    for name, field in [("plane_resolution", 1 << 20), ("plane_channels", 10 ** 9), ("voxel_resolution", -3),
+                        ("decoder_fourier_scale", float("inf")), ("repr", "octree")]:
+        config = json.loads(meta["config"])
+        config["field"][name] = field
+        content = st_save(st_load(data), metadata=dict(meta, config=json.dumps(config)))
+        assert run_case(load, write(tmp_path, f"{name}.safetensors", content), scene.SSOError) == "refused", name
+
+
+# ------------------------------------------------------------------------------------------------
 # Official pickles: the shared fixture and crafted snapshots
 
 
