@@ -327,6 +327,10 @@ def _run(args) -> List[Path]:
     state = build_state(args, view=view)
     device = resolve_device(args.device)
     G, network = load_generator(args.network, device)
+    channels = getattr(getattr(getattr(G, "cfg", None), "decoder", None), "output_features", None)
+    if view and args.feature_channel is not None and channels is not None and args.feature_channel >= channels:
+        raise ValueError(f"--feature-channel {args.feature_channel}: the model has {channels} feature channels "
+                         f"(0..{channels - 1})")
     out = Path(args.out)
     if args.command in ("turntable", "interpolate") and args.png_frames and out.suffix.lower() in E.VIDEO_SUFFIXES:
         raise E.ExportError(f"--png-frames writes a folder of PNGs; give a folder name, not {out.name!r}")
