@@ -14,7 +14,6 @@ The output is written to a temporary file first and renamed, so an interrupted r
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
