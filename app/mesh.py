@@ -28,6 +28,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from model.device import module_device
+
 from . import state as S
 from .export import (ExportCancelled, ExportError, Progress, ProgressFn, atomic_output, parse_seeds, provenance,
                      seed_state)
@@ -279,7 +281,7 @@ def default_level(G) -> float:
 
 def default_trim(G) -> float:
     """0 for a fitted scene (its box is the scene's), else the official 30/256 border."""
-    return 0.0 if S.is_scene_model(G) else OFFICIAL_TRIM
+    return OFFICIAL_TRIM if G.has_latent else 0.0
 
 
 def export_mesh(G, out, state: Optional[S.ViewerState] = None, seeds=None, *, res: int = 256,
@@ -299,7 +301,7 @@ def export_mesh(G, out, state: Optional[S.ViewerState] = None, seeds=None, *, re
     for t in targets:
         if not t.parent.exists():
             raise ExportError(f"output folder {t.parent} does not exist")
-    device = next(G.parameters()).device
+    device = module_device(G)
     spec = GridSpec(res, float(G.cfg.rendering.box_warp))
     written: List[Path] = []
     for seed in cell_seeds:
@@ -318,7 +320,7 @@ def export_mesh(G, out, state: Optional[S.ViewerState] = None, seeds=None, *, re
             if trim > 0:
                 clear_border(grid, int(trim * spec.res), value=min(-1000.0, level - 1000.0))
         prov = provenance(network)
-        what = (f"fitted scene ({G.repr})" if S.is_scene_model(G)
+        what = (f"fitted scene ({G.repr})" if not G.has_latent
                 else f"seed {st.seed}, psi {st.trunc_psi:g}, cond {st.cond_mode}")
         comments = [f"eg3d toolkit mesh: {what}",
                     f"network {prov['network']} sha256 {prov['network_sha256']}",

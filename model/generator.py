@@ -76,8 +76,10 @@ class TriPlaneGenerator(nn.Module):
     """z, c -> ws -> tri-planes -> volume-rendered feature image -> super-resolved image.
 
     Parameter names match the official `TriPlaneGenerator` state dict (backbone.*, decoder.*,
-    superresolution.*, dataset_label_std).
+    superresolution.*, dataset_label_std). Implements `model.interface.Renderable`.
     """
+
+    has_latent = True
 
     def __init__(self, cfg: GeneratorConfig):
         super().__init__()
