@@ -140,6 +140,7 @@ class RenderWorker:
         self._busy = False
         self._on_result = on_result
         self._nice = nice
+        self.native_id: Optional[int] = None       # the worker thread's OS id (its priority is its own)
         self.cache = S.PlanesCache(capacity=6)
         self._ws_cache: Dict[tuple, torch.Tensor] = {}
         self._thread = threading.Thread(target=self._run, name="eg3d-render", daemon=True)
@@ -198,6 +199,7 @@ class RenderWorker:
 
     def _run(self) -> None:
         torch.set_grad_enabled(False)
+        self.native_id = threading.get_native_id()
         if self._nice:
             lower_thread_priority(self._nice)
         while True:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .camera import generate_rays, intrinsics_to_fov, look_at_pose, make_label, split_label
+from .checkpoint import CheckpointError, copy_state_dict
 from .device import module_device
 from .config import DecoderConfig, GeneratorConfig, RenderingConfig, from_dict, to_dict
 from .rendering import render_rays
@@ -407,9 +408,9 @@ def _load_field(cfg: SSOConfig, tensors: Dict[str, torch.Tensor], where: str) ->
     fld = build_field(cfg.field)
     state = {k[len("field."):]: v for k, v in tensors.items() if k.startswith("field.")}
     try:
-        fld.load_state_dict(state)
-    except RuntimeError as e:
-        raise SSOError(f"{where}: field tensors do not match its config ({e})") from None
+        copy_state_dict(fld, state, f"{where}: field")
+    except CheckpointError as e:
+        raise SSOError(f"{e} (the field's config does not match its tensors)") from None
     return fld
 
 

@@ -152,6 +152,42 @@ def test_mouse_drag_orbits_camera(viewer):
     assert np.abs(after - before).mean() > 1.0, "image did not change"
 
 
+def test_fast_drag_between_two_frames_orbits_the_full_distance(viewer):
+    """A press, ten moves and the release all arrive before the next UI frame (a busy CPU, a few
+    UI FPS): the camera still turns by the whole drag, once."""
+    from app.viewer.viewport import ORBIT_DEG_PER_PX
+    settle(viewer)
+    x, y, w, h = viewer.viewport.image_rect
+    cx, cy = x + w / 2, y + h / 2
+    win, glfw = viewer.window, viewer.glfw
+    viewer.on_cursor_pos(win, cx, cy)
+    viewer.step()
+    yaw0, pitch0 = viewer.state.camera.yaw, viewer.state.camera.pitch
+    viewer.on_mouse_button(win, 0, glfw.PRESS, 0)                  # the burst: no frame in between
+    for i in range(1, 11):
+        viewer.on_cursor_pos(win, cx + 9 * i, cy + 3 * i)
+    viewer.on_mouse_button(win, 0, glfw.RELEASE, 0)
+    viewer.step()
+    k = ORBIT_DEG_PER_PX / viewer.ctx.scale
+    assert viewer.state.camera.yaw == pytest.approx(yaw0 - 90 * k)
+    assert viewer.state.camera.pitch == pytest.approx(pitch0 - 30 * k)
+    viewer.step()                                                 # applied once, not again
+    assert viewer.state.camera.yaw == pytest.approx(yaw0 - 90 * k)
+    settle(viewer)
+    assert viewer.frame.state.camera == viewer.state.camera and not viewer.frame.preview
+    # a drag that starts over the side panel is the panel's, not the camera's
+    yaw1 = viewer.state.camera.yaw
+    px = viewer.viewport.rect[2] + 60
+    viewer.on_cursor_pos(win, px, 300)
+    viewer.on_mouse_button(win, 0, glfw.PRESS, 0)
+    viewer.on_cursor_pos(win, px - 200, 300)
+    viewer.on_mouse_button(win, 0, glfw.RELEASE, 0)
+    viewer.step()
+    assert viewer.state.camera.yaw == yaw1
+    viewer.state.camera.yaw = viewer.state.camera.pitch = 0.0
+    settle(viewer)
+
+
 def test_scroll_zooms_and_reset_key(viewer):
     x, y, w, h = viewer.viewport.image_rect
     viewer.on_cursor_pos(viewer.window, x + w / 2, y + h / 2)

@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .. import state as S
-from ..renderer_worker import RenderRequest, RenderWorker, preview_factor
+from ..renderer_worker import WORKER_NICE, RenderRequest, RenderWorker, preview_factor
 from . import shortcuts
 from .context import Actions, ModelInfo, ViewerContext, ViewerSettings
 from .dataset_poses import read_dataset_poses
@@ -56,7 +56,7 @@ class Viewer:
                  dataset: Optional[str] = None, device: str = "cpu",
                  size: Tuple[int, int] = (1400, 860), config_dir: Optional[str] = None,
                  vsync: bool = True, font_scale: Optional[float] = None, visible: bool = True,
-                 title: str = APP_NAME, threads: Optional[int] = None):
+                 title: str = APP_NAME, threads: Optional[int] = None, worker_nice: int = WORKER_NICE):
         import glfw
         import OpenGL.GL as gl
         from imgui_bundle import imgui, implot
@@ -116,7 +116,7 @@ class Viewer:
         self._setup_style_and_fonts()
 
         self.viewport = Viewport(gl)
-        self.worker = RenderWorker(on_result=self._wake)
+        self.worker = RenderWorker(on_result=self._wake, nice=worker_nice)
         self.tasks = TaskBoard(wake=self._wake)
         self.panels = make_panels(self.recent)
         self.ctx = ViewerContext(state=state.copy() if state is not None else S.ViewerState(),
