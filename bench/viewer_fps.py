@@ -9,10 +9,11 @@ tri-plane cache.
 
 UI part: the real `app.viewer.Viewer` in its event loop (`wait_events_timeout(1/60)` + `step()`,
 as `Viewer.run` does while animating), auto-orbit on and fast previews off, so every UI frame
-changes the camera and the worker always has a full render to do. It runs twice in one process
-run: "baseline" = the worker at the UI thread's priority (the viewer before the worker dropped
-its priority) and "viewer" = the shipped settings (worker thread niceness +10; torch's intra-op
-threads inherit it). Prints UI FPS, the slowest UI frame, render FPS, and the ratio.
+changes the camera and the worker always has a full render to do. Three settings, interleaved in
+one run: torch's default threads (all cores), the previous viewer (all cores but one, the worker
+at the UI's priority) and this viewer (all cores but one, the worker thread at niceness +10,
+which torch's intra-op threads it starts inherit). Prints UI FPS, the slowest UI frame, render
+FPS, and the ratio of this viewer to the previous one.
 
 Render part: what the worker does for one request at the native resolution, the final image
 for a new yaw: "cached" reuses ws and planes (the camera moves), "uncached" recomputes mapping
@@ -83,15 +84,20 @@ class Xvfb:
         exe = shutil.which("Xvfb")
         if exe is None:
             raise SystemExit("error: no DISPLAY and no Xvfb (apt-get install xvfb), or use --skip-ui")
-        num = next(n for n in range(140, 200) if not os.path.exists(f"/tmp/.X11-unix/X{n}"))
-        self.proc = subprocess.Popen([exe, f":{num}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            if os.path.exists(f"/tmp/.X11-unix/X{num}"):
-                break
-            time.sleep(0.05)
-        os.environ["DISPLAY"] = f":{num}"
-        return self
+        for num in range(140, 200):
+            if os.path.exists(f"/tmp/.X11-unix/X{num}") or os.path.exists(f"/tmp/.X{num}-lock"):
+                continue
+            self.proc = subprocess.Popen([exe, f":{num}", "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(200):
+                if os.path.exists(f"/tmp/.X11-unix/X{num}") or self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            if self.proc.poll() is None:
+                time.sleep(0.5)                  # the socket exists a moment before it accepts
+                os.environ["DISPLAY"] = f":{num}"
+                return self
+        raise SystemExit("error: could not start Xvfb")
 
     def __exit__(self, *exc):
         if self.proc is not None:
@@ -158,23 +164,23 @@ def main(argv=None) -> int:
           f"samples/ray; torch {torch.__version__}; {cores} CPU cores, load {os.getloadavg()[0]:.1f}")
 
     if not args.skip_ui:
+        keep = max(1, cores - 1)
+        configs = [("torch default: all cores, worker nice 0", cores, 0),
+                   ("previous viewer: cores-1, worker nice 0", args.threads or keep, 0),
+                   (f"this viewer: cores-1, worker nice +{WORKER_NICE}", args.threads or keep, WORKER_NICE)]
         with Xvfb():
-            rows = {}
-            for label, nice in (("baseline", 0), ("viewer", WORKER_NICE), ("baseline", 0), ("viewer", WORKER_NICE)):
-                r = measure_ui(path, nice, args.seconds / 2, args.threads)
-                acc = rows.setdefault(label, [])
-                acc.append(r)
-            for label, runs in rows.items():
-                ui = sum(r["ui_fps"] for r in runs) / len(runs)
-                rf = sum(r["render_fps"] for r in runs) / len(runs)
-                worst = max(r["worst_ms"] for r in runs)
-                print(f"UI  {label:8s} (worker nice +{WORKER_NICE if label == 'viewer' else 0:2d}): "
-                      f"UI {ui:6.1f} FPS (slowest frame {worst:5.0f} ms)   render {rf:6.2f} FPS "
-                      f"(last full render {runs[-1]['render_ms']:.0f} ms)")
-            ui = {k: sum(r["ui_fps"] for r in v) / len(v) for k, v in rows.items()}
-            rf = {k: sum(r["render_fps"] for r in v) / len(v) for k, v in rows.items()}
-            print(f"UI  ratio viewer/baseline: UI FPS {ui['viewer'] / max(ui['baseline'], 1e-9):.2f}x, "
-                  f"render FPS {rf['viewer'] / max(rf['baseline'], 1e-9):.2f}x")
+            runs = {c[0]: [] for c in configs}
+            for _ in range(2):                                  # interleaved: the load drifts
+                for label, threads, nice in configs:
+                    runs[label].append(measure_ui(path, nice, args.seconds / 2, threads))
+        mean = {k: {m: sum(r[m] for r in v) / len(v) for m in ("ui_fps", "render_fps")} for k, v in runs.items()}
+        for label, _, _ in configs:
+            worst = max(r["worst_ms"] for r in runs[label])
+            print(f"UI  {label:42s}: UI {mean[label]['ui_fps']:6.1f} FPS (slowest frame {worst:5.0f} ms)   "
+                  f"render {mean[label]['render_fps']:6.2f} FPS")
+        base, ours = mean[configs[1][0]], mean[configs[2][0]]
+        print(f"UI  ratio this/previous viewer: UI FPS {ours['ui_fps'] / max(base['ui_fps'], 1e-9):.2f}x, "
+              f"render FPS {ours['render_fps'] / max(base['render_fps'], 1e-9):.2f}x   (load {os.getloadavg()[0]:.1f})")
 
     if not args.skip_render:
         torch.set_num_threads(args.threads or max(1, min(torch.get_num_threads(), cores - 1)))

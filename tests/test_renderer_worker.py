@@ -97,3 +97,24 @@ def test_worker_thread_runs_below_the_ui_priority(worker):
     ui = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, worker.native_id) == min(19, ui + WORKER_NICE)
     assert os.getpriority(os.PRIO_PROCESS, 0) == ui                  # the UI thread keeps its own
+
+
+def test_generator_and_fitted_scene_share_the_renderable_interface(G, tmp_path):
+    """One protocol, one set of render keywords: no signature filtering, no class-name lookups."""
+    import inspect
+    from model.interface import RENDER_KEYWORDS, Renderable
+    from test_scene import save_sphere_scene
+    scene = S.load_model(save_sphere_scene(tmp_path / "scene.safetensors"))
+    for m in (G, scene):
+        assert isinstance(m, Renderable)
+        params = inspect.signature(m.render).parameters
+        assert list(params)[:3] == ["planes", "ws", "c"]
+        assert {k: params[k].default for k in RENDER_KEYWORDS} == {
+            "neural_rendering_resolution": None, "deterministic": False, "depth_resolution": None,
+            "depth_resolution_importance": None, "superresolution": True}
+        assert not any(p.kind == p.VAR_KEYWORD for p in params.values())
+    assert G.has_latent and not scene.has_latent
+    st = S.ViewerState(render_type="depth", neural_res=16)
+    for m in (G, scene):
+        out = S.render_state(m, st)
+        assert out["image_depth"].shape == (1, 1, 16, 16)

@@ -266,8 +266,22 @@ def test_capture_and_state_files(viewer, tmp_path):
     bad.write_text('{"seed": 1, "colour": "red"}')
     assert not viewer.load_state(str(bad))
     assert "colour" in viewer.error and viewer.state == saved
+    bad.write_text('{"version": 2, "camera": {"yaw": 1e308}}')      # non-finite / absurd numbers
+    assert not viewer.load_state(str(bad))
+    assert "camera.yaw" in viewer.error and viewer.state == saved
+    # a bad number set from code reaches neither the worker nor a file
+    viewer.error = None
+    viewer.state.latent.interp_t = 5.0
+    viewer.step()
+    assert "latent.interp_t" in viewer.error
+    shot = viewer.save_window(str(tmp_path / "bad_window.png"))
+    viewer.step()
+    assert not os.path.exists(shot) and "latent.interp_t" in viewer.error
+    assert viewer.save_state(str(tmp_path / "bad_state.json")) is None and not (tmp_path / "bad_state.json").exists()
+    viewer.state.latent.interp_t = 0.0
     viewer.error = None
     settle(viewer)
+    assert viewer.frame.state == viewer.state
 
 
 def test_fast_preview_while_dragging_then_refine(viewer):

@@ -7,6 +7,7 @@ import numpy as np
 from imgui_bundle import imgui
 
 from app import state as S
+from model.camera import DEFAULT_FOV_DEG
 
 from .base import Panel, help_marker
 
@@ -44,7 +45,7 @@ class CameraPanel(Panel):
         if imgui.button("reset camera (R)"):
             ctx.state.camera = S.CameraSection()
         help_marker("The model's average camera: frontal, avg_camera_radius / pivot / fov "
-                    "(fov 18.837 for FFHQ-style models)")
+                    f"(fov {DEFAULT_FOV_DEG} for FFHQ-style models)")
         imgui.same_line()
         if imgui.radio_button("scroll: radius", st.scroll_zooms == "radius"):
             st.scroll_zooms = "radius"
