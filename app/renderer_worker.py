@@ -6,12 +6,14 @@ the last one by dataclass equality. The worker keeps only the newest pending req
 (reusing ws while the latent section and the conditioning label are unchanged, and the planes
 while ws is) and publishes a `Frame`, which the UI picks up with `poll()`.
 
-The worker thread runs at a lower OS priority than the UI thread (`WORKER_NICE`), and torch's
-intra-op threads, created by it, inherit that priority: a busy CPU slows the renders, not the UI.
+The worker is a separate process: the generator's Python code never holds the UI's interpreter
+lock, and the process runs at a lower OS priority (`WORKER_NICE`) with its own torch threads, so
+a busy CPU slows the renders, not the UI.
 """
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 import traceback
@@ -27,7 +29,7 @@ PREVIEW_TARGET_MS = 60.0
 PREVIEW_FACTORS = (2, 3, 4, 6, 8)
 PREVIEW_MIN_RES = 16
 WS_CACHE_SIZE = 64
-WORKER_NICE = 10                  # added to the worker thread's niceness (Linux: per thread)
+WORKER_NICE = 10                  # added to the render process's niceness
 SENSITIVITY_DELTA_DEG = 10.0
 
 
@@ -58,6 +60,9 @@ class Frame:
     preview: bool = False
     timings: Dict[str, float] = field(default_factory=dict)   # ms per stage
     planes_cached: bool = False
+    ws_cached: bool = False
+    cache_hits: int = 0            # the planes cache's totals when this frame finished
+    cache_misses: int = 0
     error: Optional[str] = None
     model_serial: int = 0
     finished_at: float = 0.0
@@ -115,167 +120,218 @@ def conditioning_sensitivity(G, state: S.ViewerState, planes_cache: Optional[S.P
                 delta_deg=delta_deg)
 
 
-def lower_thread_priority(nice: int = WORKER_NICE) -> bool:
-    """Raise the calling thread's niceness (Linux sets it per thread); False where unsupported."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-        return True
-    except (AttributeError, OSError):
-        return False
+class _Renderer:
+    """The render process's state: the model, the ws cache (keyed on the latent section and the
+    conditioning label) and the planes cache."""
 
-
-class RenderWorker:
-    """One daemon thread that renders the newest request for the current model."""
-
-    def __init__(self, on_result: Optional[Callable[[], None]] = None, nice: int = WORKER_NICE):
-        self._cv = threading.Condition()
-        self._pending: Optional[RenderRequest] = None
-        self._result: Optional[Frame] = None
-        self._sensitivity: Optional[Dict[str, float]] = None
-        self._G = None
-        self._model_serial = 0
-        self._serial = 0
-        self._stop = False
-        self._busy = False
-        self._on_result = on_result
-        self._nice = nice
-        self.native_id: Optional[int] = None       # the worker thread's OS id (its priority is its own)
+    def __init__(self):
+        self.G = None
         self.cache = S.PlanesCache(capacity=6)
-        self._ws_cache: Dict[tuple, torch.Tensor] = {}
-        self._thread = threading.Thread(target=self._run, name="eg3d-render", daemon=True)
-        self._thread.start()
+        self.ws_cache: Dict[tuple, torch.Tensor] = {}
 
-    # -- UI-thread API ----------------------------------------------------------------------
-    def set_model(self, G) -> int:
-        with self._cv:
-            self._G = G
-            self._model_serial += 1
-            self.cache.clear()
-            self._ws_cache.clear()
-            self._result = None
-            self._sensitivity = None
-            self._cv.notify_all()
-            return self._model_serial
+    def set_model(self, G) -> None:
+        self.G = G
+        self.cache.clear()
+        self.ws_cache.clear()
 
-    @property
-    def model(self):
-        return self._G
-
-    def submit(self, request: RenderRequest) -> int:
-        with self._cv:
-            self._serial += 1
-            request.serial = self._serial
-            self._pending = request
-            self._cv.notify_all()
-            return self._serial
-
-    def poll(self) -> Optional[Frame]:
-        """The newest finished frame not yet taken, or None."""
-        with self._cv:
-            r, self._result = self._result, None
-            return r
-
-    def poll_sensitivity(self) -> Optional[Dict[str, float]]:
-        with self._cv:
-            r, self._sensitivity = self._sensitivity, None
-            return r
-
-    @property
-    def busy(self) -> bool:
-        with self._cv:
-            return self._busy or self._pending is not None
-
-    def stop(self, timeout: float = 5.0) -> None:
-        with self._cv:
-            self._stop = True
-            self._cv.notify_all()
-        self._thread.join(timeout)
-
-    # -- worker thread ------------------------------------------------------------------------
-    def _newer(self) -> bool:
-        with self._cv:
-            return self._pending is not None or self._stop
-
-    def _run(self) -> None:
-        torch.set_grad_enabled(False)
-        self.native_id = threading.get_native_id()
-        if self._nice:
-            lower_thread_priority(self._nice)
-        while True:
-            with self._cv:
-                while not self._stop and (self._pending is None or self._G is None):
-                    self._cv.wait()
-                if self._stop:
-                    return
-                req, self._pending = self._pending, None
-                G, model_serial = self._G, self._model_serial
-                self._busy = True
-            try:
-                result = self._render(G, req)
-            except Exception as exc:  # a render error must never kill the worker
-                result = Frame(serial=req.serial, state=req.state, options=req.options,
-                               error=f"{type(exc).__name__}: {exc}")
-                traceback.print_exc()
-            result.model_serial = model_serial
-            result.finished_at = time.perf_counter()
-            with self._cv:
-                self._busy = False
-                if model_serial == self._model_serial:
-                    self._result = result
-            if self._on_result is not None:
-                self._on_result()
-            if req.options.sensitivity and result.error is None and not self._newer():
-                try:
-                    sens = conditioning_sensitivity(G, req.state, self.cache, should_stop=self._newer)
-                except Superseded:
-                    continue
-                except Exception as exc:  # noqa: BLE001 - shown in the panel
-                    sens = {"error": f"{type(exc).__name__}: {exc}"}
-                with self._cv:
-                    if model_serial == self._model_serial:
-                        self._sensitivity = sens
-                if self._on_result is not None:
-                    self._on_result()
-
-    def _ws(self, G, state: S.ViewerState) -> Tuple[torch.Tensor, float]:
-        """ws of the state, cached by the latent section and the conditioning label."""
+    def ws(self, state: S.ViewerState) -> Tuple[torch.Tensor, float, bool]:
         t0 = time.perf_counter()
-        c = S.conditioning_label(state, G)
+        c = S.conditioning_label(state, self.G)
         key = (state.latent.key(), tuple(c.flatten().tolist()))
-        ws = self._ws_cache.get(key)
-        if ws is None:
-            ws = S.compute_ws(G, state, c)
-            if len(self._ws_cache) >= WS_CACHE_SIZE:
-                self._ws_cache.clear()
-            self._ws_cache[key] = ws
-        return ws, (time.perf_counter() - t0) * 1e3
+        ws = self.ws_cache.get(key)
+        hit = ws is not None
+        if not hit:
+            ws = S.compute_ws(self.G, state, c)
+            if len(self.ws_cache) >= WS_CACHE_SIZE:
+                self.ws_cache.clear()
+            self.ws_cache[key] = ws
+        return ws, (time.perf_counter() - t0) * 1e3, hit
 
-    def _render_one(self, G, state: S.ViewerState, options: RenderOptions, timings: Dict[str, float]):
-        ws, t_map = self._ws(G, state)
+    def render_one(self, state: S.ViewerState, options: RenderOptions, timings: Dict[str, float]):
+        ws, t_map, ws_hit = self.ws(state)
         self.cache.enabled = options.cache_planes
-        hit = self.cache.lookup(G, ws, state.render.noise_mode) is not None
+        planes_hit = self.cache.lookup(self.G, ws, state.render.noise_mode) is not None
         t: Dict[str, float] = {}
-        out = S.render_state(G, state, self.cache, ws=ws, timings=t)
+        out = S.render_state(self.G, state, self.cache, ws=ws, timings=t)
         t["mapping"] = t_map
         t0 = time.perf_counter()
         rgb = S.to_display_rgb(out, state)
         t["to_rgb"] = (time.perf_counter() - t0) * 1e3
         for k, v in t.items():
             timings[k] = timings.get(k, 0.0) + v
-        return rgb, hit
+        return rgb, ws_hit, planes_hit
 
-    def _render(self, G, req: RenderRequest) -> Frame:
-        state = preview_state(req.state, G, req.preview) if req.preview else req.state
+    def render(self, req: RenderRequest) -> Frame:
+        state = preview_state(req.state, self.G, req.preview) if req.preview else req.state
         timings: Dict[str, float] = {}
         t0 = time.perf_counter()
+        rgb_b = None
         if req.options.split_ab:
             a, b = ab_states(state)
-            rgb, hit = self._render_one(G, a, req.options, timings)
-            rgb_b, _ = self._render_one(G, b, req.options, timings)
+            rgb, ws_hit, hit = self.render_one(a, req.options, timings)
+            rgb_b, _, _ = self.render_one(b, req.options, timings)
         else:
-            rgb, hit = self._render_one(G, state, req.options, timings)
-            rgb_b = None
+            rgb, ws_hit, hit = self.render_one(state, req.options, timings)
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return Frame(serial=req.serial, state=req.state, options=req.options, rgb=rgb, rgb_b=rgb_b,
-                     preview=bool(req.preview), timings=timings, planes_cached=hit)
+                     preview=bool(req.preview), timings=timings, planes_cached=hit, ws_cached=ws_hit,
+                     cache_hits=self.cache.hits, cache_misses=self.cache.misses)
+
+
+def _serve(requests, results, nice: int, threads: Optional[int]) -> None:
+    """The render process: apply model changes in order, render only the newest request."""
+    if nice and hasattr(os, "nice"):
+        os.nice(nice)
+    if threads:
+        torch.set_num_threads(int(threads))
+    torch.set_grad_enabled(False)
+    r, model_serial, backlog = _Renderer(), 0, []
+
+    def newest():
+        """Drain the queue: model messages take effect, the last render request wins."""
+        nonlocal model_serial
+        req = None
+        while True:
+            if backlog:
+                msg = backlog.pop(0)
+            else:
+                try:
+                    msg = requests.get_nowait()
+                except queue.Empty:
+                    return req
+            if msg[0] == "stop":
+                raise SystemExit
+            if msg[0] == "model":
+                model_serial = msg[1]
+                r.set_model(msg[2])
+                req = None
+            else:
+                req = msg[1]
+
+    try:
+        while True:
+            backlog.append(requests.get())
+            req = newest()
+            if req is None or r.G is None:
+                continue
+            try:
+                frame = r.render(req)
+            except Exception as exc:  # a render error must never end the process
+                frame = Frame(serial=req.serial, state=req.state, options=req.options,
+                              error=f"{type(exc).__name__}: {exc}")
+                traceback.print_exc()
+            frame.model_serial, frame.finished_at = model_serial, time.time()
+            results.put(("frame", frame))
+            if req.options.sensitivity and frame.error is None and requests.empty():
+                try:
+                    sens = conditioning_sensitivity(r.G, req.state, r.cache, should_stop=lambda: not requests.empty())
+                except Superseded:
+                    continue
+                except Exception as exc:  # noqa: BLE001 - shown in the panel
+                    sens = {"error": f"{type(exc).__name__}: {exc}"}
+                results.put(("sensitivity", sens, model_serial))
+    except (SystemExit, KeyboardInterrupt, EOFError, OSError):
+        pass
+    finally:
+        results.put(("stopped",))
+
+
+class RenderWorker:
+    """Renders the newest request for the current model in its own process.
+
+    A separate process, not a thread: the generator's Python code then never holds the UI's
+    interpreter lock, and its OS priority (`nice`, niceness added to the UI's) and torch threads
+    (`threads`) are its own. The model is sent once per `set_model` (its tensors travel through
+    shared memory); requests and frames are small. `poll()` returns the newest finished frame.
+    """
+
+    def __init__(self, on_result: Optional[Callable[[], None]] = None, nice: int = WORKER_NICE,
+                 threads: Optional[int] = None):
+        import torch.multiprocessing as mp
+        context = mp.get_context("spawn")
+        self._requests = context.Queue()
+        self._results = context.Queue()
+        self._proc = context.Process(target=_serve, args=(self._requests, self._results, nice, threads),
+                                     name="eg3d-render", daemon=True)
+        self._proc.start()
+        self.pid = self._proc.pid
+        self._lock = threading.Lock()
+        self._result: Optional[Frame] = None
+        self._sensitivity: Optional[Dict[str, float]] = None
+        self._G = None
+        self._model_serial = 0
+        self._serial = 0
+        self._answered = 0
+        self._on_result = on_result
+        self.cache_hits = self.cache_misses = 0
+        self._listener = threading.Thread(target=self._listen, name="eg3d-render-results", daemon=True)
+        self._listener.start()
+
+    # -- UI-thread API ----------------------------------------------------------------------
+    def set_model(self, G) -> int:
+        with self._lock:
+            self._G = G
+            self._model_serial += 1
+            self._result = self._sensitivity = None
+            self._answered = self._serial
+            serial = self._model_serial
+        self._requests.put(("model", serial, G))
+        return serial
+
+    @property
+    def model(self):
+        return self._G
+
+    def submit(self, request: RenderRequest) -> int:
+        with self._lock:
+            self._serial += 1
+            request.serial = self._serial
+        self._requests.put(("render", request))
+        return request.serial
+
+    def poll(self) -> Optional[Frame]:
+        """The newest finished frame (of the current model) not yet taken, or None."""
+        with self._lock:
+            r, self._result = self._result, None
+            return r
+
+    def poll_sensitivity(self) -> Optional[Dict[str, float]]:
+        with self._lock:
+            r, self._sensitivity = self._sensitivity, None
+            return r
+
+    @property
+    def busy(self) -> bool:
+        """A submitted request is not answered yet."""
+        with self._lock:
+            return self._answered < self._serial and self._proc.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._proc.is_alive():
+            self._requests.put(("stop",))
+            self._proc.join(timeout)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(timeout)
+        self._listener.join(timeout)
+
+    # -- results (a UI-side thread that waits on the process) ----------------------------------
+    def _listen(self) -> None:
+        while True:
+            try:
+                msg = self._results.get()
+            except (EOFError, OSError):
+                return
+            if msg[0] == "stopped":
+                return
+            with self._lock:
+                if msg[0] == "frame":
+                    frame = msg[1]
+                    self._answered = max(self._answered, frame.serial)
+                    if frame.model_serial == self._model_serial:
+                        self._result = frame
+                        self.cache_hits, self.cache_misses = frame.cache_hits, frame.cache_misses
+                elif msg[0] == "sensitivity" and msg[2] == self._model_serial:
+                    self._sensitivity = msg[1]
+            if self._on_result is not None:
+                self._on_result()

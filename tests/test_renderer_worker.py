@@ -1,5 +1,5 @@
 """The render worker without a window: requests carry their options, ws is cached by the latent
-section and the conditioning label, and the worker thread runs below the UI's priority."""
+section and the conditioning label, and the render process runs below the UI's priority."""
 import os
 import time
 
@@ -18,12 +18,13 @@ def G():
     return model.build_generator(model.presets.generator_config("tiny")).eval().requires_grad_(False)
 
 
-@pytest.fixture()
-def worker(G, one_thread):
-    w = RenderWorker()
+@pytest.fixture(scope="module")
+def worker(G):
+    w = RenderWorker(threads=1)
     w.set_model(G)
     yield w
     w.stop()
+    assert not w._proc.is_alive()
 
 
 def render(worker, state, options=RenderOptions(), timeout=60.0):
@@ -38,35 +39,18 @@ def render(worker, state, options=RenderOptions(), timeout=60.0):
     raise AssertionError("no frame")
 
 
-def count_mapping(G, monkeypatch):
-    calls = []
-    real = G.mapping
-
-    def mapping(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-    monkeypatch.setattr(G, "mapping", mapping)
-    return calls
-
-
-def test_ws_cache_follows_latent_section_and_conditioning_label(worker, G, monkeypatch):
-    calls = count_mapping(G, monkeypatch)
+def test_ws_cache_follows_latent_section_and_conditioning_label(worker):
     s = S.ViewerState(seed=3, render_type="raw", neural_res=16)
-    render(worker, s)
-    n = len(calls)
-    assert n >= 1
-    render(worker, s.copy(yaw=25.0, depth_mult=0.5))              # camera / render only: cached ws
-    assert len(calls) == n
+    assert not render(worker, s).ws_cached
+    again = render(worker, s.copy(yaw=25.0, depth_mult=0.5))      # camera / render only: cached ws
+    assert again.ws_cached and again.planes_cached
     for change in (dict(trunc_cutoff=2), dict(mix_enabled=True, mix_layers=[0]), dict(seed_frac=0.5),
-                   dict(cond_mode="custom", cond_yaw=20.0)):           # every latent field, the cond label
-        before = len(calls)
-        render(worker, s.copy(**change))
-        assert len(calls) > before, change
-    before = len(calls)
+                   dict(cond_mode="custom", cond_yaw=20.0)):           # latent fields, the cond label
+        assert not render(worker, s.copy(**change)).ws_cached, change
     follow = s.copy(cond_mode="camera", yaw=5.0)
     render(worker, follow)
-    render(worker, follow.copy(yaw=30.0))       # conditioning follows the camera: new label, new ws
-    assert len(calls) >= before + 2
+    assert not render(worker, follow.copy(yaw=30.0)).ws_cached   # cond follows the camera: new ws
+    assert render(worker, follow.copy(yaw=30.0, depth_mult=2.0)).ws_cached
 
 
 def test_render_options_travel_with_the_request(worker):
@@ -76,10 +60,10 @@ def test_render_options_travel_with_the_request(worker):
     split = render(worker, s, RenderOptions(split_ab=True))
     assert split.options.split_ab and split.rgb_b is not None and split.rgb_b.shape == split.rgb.shape
     assert np.abs(split.rgb.astype(float) - split.rgb_b.astype(float)).mean() > 0   # A: frontal cond, B: camera
-    hits = worker.cache.hits
+    hits = render(worker, s.copy(yaw=9.0)).cache_hits
     render(worker, s.copy(yaw=10.0), RenderOptions(cache_planes=False))
-    render(worker, s.copy(yaw=11.0), RenderOptions(cache_planes=False))
-    assert worker.cache.hits == hits                                   # caching off: never a hit
+    off = render(worker, s.copy(yaw=11.0), RenderOptions(cache_planes=False))
+    assert off.cache_hits == hits and not off.planes_cached            # caching off: never a hit
     render(worker, s.copy(yaw=12.0), RenderOptions(sensitivity=True))
     end = time.perf_counter() + 60
     sens = None
@@ -89,14 +73,24 @@ def test_render_options_travel_with_the_request(worker):
     assert sens is not None and set(sens) >= {"yaw", "pitch", "camera"}
 
 
-@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no per-thread priorities on this OS")
-def test_worker_thread_runs_below_the_ui_priority(worker):
-    end = time.perf_counter() + 5
-    while worker.native_id is None and time.perf_counter() < end:
-        time.sleep(0.01)
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no process priorities on this OS")
+def test_render_process_runs_below_the_ui_priority(worker):
     ui = os.getpriority(os.PRIO_PROCESS, 0)
-    assert os.getpriority(os.PRIO_PROCESS, worker.native_id) == min(19, ui + WORKER_NICE)
-    assert os.getpriority(os.PRIO_PROCESS, 0) == ui                  # the UI thread keeps its own
+    render(worker, S.ViewerState(render_type="raw", neural_res=16))   # the process has started
+    assert worker.pid != os.getpid()
+    assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(19, ui + WORKER_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == ui                  # the UI keeps its own
+
+
+def test_newest_request_wins_and_a_new_model_drops_old_frames(worker, G):
+    s = S.ViewerState(render_type="raw", neural_res=16)
+    serials = [worker.submit(RenderRequest(s.copy(yaw=float(i)), RenderOptions())) for i in range(8)]
+    frame = render(worker, s.copy(yaw=40.0))
+    assert frame.state.camera.yaw == 40.0 and frame.serial > serials[-1]
+    assert not worker.busy
+    worker.set_model(G)                                               # same model, new serial
+    assert worker.poll() is None
+    assert render(worker, s).model_serial == 2
 
 
 def test_generator_and_fitted_scene_share_the_renderable_interface(G, tmp_path):

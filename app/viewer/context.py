@@ -74,7 +74,6 @@ class ModelInfo:
     depth: Tuple[int, int]
     cond: bool                 # the generator is pose-conditioned (c not zeroed)
     feature_channels: int
-    avg_radius: float
 
     @classmethod
     def of(cls, G, path: str, seconds: float = 0.0) -> "ModelInfo":
@@ -84,8 +83,7 @@ class ModelInfo:
                    neural_res=G.neural_rendering_resolution, z_dim=G.z_dim, w_dim=G.w_dim, num_ws=G.num_ws,
                    params=sum(p.numel() for p in G.parameters()), load_s=float(seconds),
                    depth=(r.depth_resolution, r.depth_resolution_importance),
-                   cond=not G.cfg.c_gen_conditioning_zero, feature_channels=G.cfg.decoder.output_features,
-                   avg_radius=float(r.avg_camera_radius))
+                   cond=not G.cfg.c_gen_conditioning_zero, feature_channels=G.cfg.decoder.output_features)
 
 
 @dataclass

@@ -70,9 +70,6 @@ class BackgroundTask:
     def running(self) -> bool:
         return not self.finished
 
-    def join(self, timeout: Optional[float] = None) -> None:
-        self._thread.join(timeout)
-
 
 class TaskBoard:
     """The viewer's tasks by slot ('model', 'dataset', 'export')."""

@@ -5,7 +5,7 @@ One frame (`Viewer.step`): poll input (glfw callbacks feed imgui and the viewpor
 accumulator) -> take finished renders and tasks -> apply gestures, animation and shortcuts ->
 draw the viewport and every available panel -> swap -> post a render request if the request
 (state, render options, model) differs from the last one by dataclass equality. The generator
-runs only in the render worker (`app.renderer_worker`) and in background tasks (`tasks.py`).
+runs only in the render process (`app.renderer_worker`) and in background tasks (`tasks.py`).
 Tests drive the window with `step()`, the `on_*` callbacks and `read_framebuffer()`.
 """
 from __future__ import annotations
@@ -43,8 +43,8 @@ def config_dir_default() -> Path:
 
 
 def default_render_threads(device: str) -> Optional[int]:
-    """Torch CPU threads for the render worker: all cores but one, so the UI thread keeps a core
-    (an oversubscribed CPU renders several times slower: OpenMP threads spin on a taken core)."""
+    """Torch CPU threads for the render process: all cores but one, so the UI keeps a core (an
+    oversubscribed CPU renders several times slower: OpenMP threads spin on a taken core)."""
     if str(device).startswith("cuda"):
         return None
     import torch
@@ -66,7 +66,6 @@ class Viewer:
         self.recent: List[str] = self._load_recent()
         self.messages: List[Tuple[float, str]] = []
         self.ui_errors: List[str] = []               # exceptions caught while drawing a panel
-        self.frame_count = 0
         self.drawn_panels: List[str] = []            # the panel titles of the last frame
         self._open_panels: Optional[set] = None      # force panels open/closed (None = user's)
         self._last_request = None                    # (state, options, model serial) last sent
@@ -79,12 +78,11 @@ class Viewer:
         self._captured: Optional[np.ndarray] = None
         self._last_time = time.perf_counter()
         self._closed = False
-        self.last_saved: Optional[str] = None
         import torch
         self._torch_threads = torch.get_num_threads()
         threads = threads or default_render_threads(device)
         if threads:
-            torch.set_num_threads(int(threads))
+            torch.set_num_threads(int(threads))        # exports and mesh tasks in this process
 
         if not glfw.init():
             raise RuntimeError("glfw.init() failed: no display? (set DISPLAY or run under Xvfb)")
@@ -116,7 +114,7 @@ class Viewer:
         self._setup_style_and_fonts()
 
         self.viewport = Viewport(gl)
-        self.worker = RenderWorker(on_result=self._wake, nice=worker_nice)
+        self.worker = RenderWorker(on_result=self._wake, nice=worker_nice, threads=threads)
         self.tasks = TaskBoard(wake=self._wake)
         self.panels = make_panels(self.recent)
         self.ctx = ViewerContext(state=state.copy() if state is not None else S.ViewerState(),
@@ -369,9 +367,6 @@ class Viewer:
         if pose is not None:
             s.camera.yaw, s.camera.pitch = pose
 
-    def reset_camera(self) -> None:
-        self.ctx.state.camera = S.CameraSection()
-
     def refresh_textures(self) -> None:
         if self.ctx.frame is not None and self.ctx.frame.rgb is not None:
             self.viewport.show(self.ctx.frame, self.ctx.settings.smooth)
@@ -426,7 +421,6 @@ class Viewer:
             self.fail(f"could not save {path}: {exc}")
             return None
         self.message(f"saved {path}")
-        self.last_saved = str(path)
         return str(path)
 
     def save_window(self, path: Optional[str] = None) -> str:
@@ -516,7 +510,7 @@ class Viewer:
         sens = self.worker.poll_sensitivity()
         if sens is not None:
             ctx.sensitivity = sens
-        ctx.perf.cache_hits, ctx.perf.cache_misses = self.worker.cache.hits, self.worker.cache.misses
+        ctx.perf.cache_hits, ctx.perf.cache_misses = self.worker.cache_hits, self.worker.cache_misses
         self.tasks.poll()
 
     def _animate(self, dt: float) -> None:
@@ -569,7 +563,6 @@ class Viewer:
                 self._write_window_capture(path, pixels)
         glfw.swap_buffers(self.window)
         self._submit_if_needed()
-        self.frame_count += 1
 
     def open_panels(self, titles) -> None:
         """Open exactly these panels (titles, or "*" for all) on the next frames; None = the user's."""
