@@ -306,6 +306,11 @@ class RenderWorker:
         with self._lock:
             return self._answered < self._serial and self._proc.is_alive()
 
+    @property
+    def exitcode(self) -> Optional[int]:
+        """None while the render process runs; its exit code once it ended."""
+        return self._proc.exitcode
+
     def stop(self, timeout: float = 5.0) -> None:
         if self._proc.is_alive():
             self._requests.put(("stop",))
@@ -313,6 +318,8 @@ class RenderWorker:
         if self._proc.is_alive():
             self._proc.terminate()
             self._proc.join(timeout)
+        if self._listener.is_alive():
+            self._results.put(("stopped",))      # a process that died cannot say so itself
         self._listener.join(timeout)
 
     # -- results (a UI-side thread that waits on the process) ----------------------------------

@@ -10,10 +10,10 @@ tri-plane cache.
 UI part: the real `app.viewer.Viewer` in its event loop (`wait_events_timeout(1/60)` + `step()`,
 as `Viewer.run` does while animating), auto-orbit on and fast previews off, so every UI frame
 changes the camera and the worker always has a full render to do. Three settings, interleaved in
-one run: torch's default threads (all cores), the previous viewer (all cores but one, the worker
-at the UI's priority) and this viewer (all cores but one, the worker thread at niceness +10,
-which torch's intra-op threads it starts inherit). Prints UI FPS, the slowest UI frame, render
-FPS, and the ratio of this viewer to the previous one.
+one run: the UI alone (the same frames, no renders: the ceiling the machine allows), a render
+process with torch's default threads at the UI's priority, and this viewer (a render process
+with all cores but one, at niceness +10). Prints UI FPS, the slowest UI frame, render FPS, and
+the ratio of this viewer's UI FPS to the UI alone (1.0 = rendering costs the UI nothing).
 
 Render part: what the worker does for one request at the native resolution, the final image
 for a new yaw: "cached" reuses ws and planes (the camera moves), "uncached" recomputes mapping
@@ -106,15 +106,19 @@ class Xvfb:
             os.environ.pop("DISPLAY", None)
 
 
-def measure_ui(model_path: str, nice: int, seconds: float, threads) -> dict:
-    """UI and render FPS of the real viewer while the worker renders continuously."""
+def measure_ui(model_path: str, nice: int, seconds: float, threads, render: bool = True) -> dict:
+    """UI and render FPS of the real viewer while the worker renders continuously (render=False:
+    the same UI work, the camera still orbiting, but no requests: the UI's own ceiling)."""
     from app.viewer import Viewer
     v = Viewer(model_path=model_path, size=(1100, 700), vsync=False, threads=threads, worker_nice=nice,
                config_dir=tempfile.mkdtemp(prefix="eg3d-bench-"))
     v.run_until_idle(300)
     v.settings.fast_preview = False
     v.settings.orbit = True
-    frames, renders, worst, serial = 0, 0, 0.0, None
+    if not render:
+        v._submit_if_needed = lambda: None
+    frames, renders, worst = 0, 0, 0.0
+    serial = v.frame.serial if v.frame is not None else None
     t0 = last = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         v.glfw.wait_events_timeout(UI_FRAME_S)
@@ -164,23 +168,23 @@ def main(argv=None) -> int:
           f"samples/ray; torch {torch.__version__}; {cores} CPU cores, load {os.getloadavg()[0]:.1f}")
 
     if not args.skip_ui:
-        keep = max(1, cores - 1)
-        configs = [("torch default: all cores, worker nice 0", cores, 0),
-                   ("previous viewer: cores-1, worker nice 0", args.threads or keep, 0),
-                   (f"this viewer: cores-1, worker nice +{WORKER_NICE}", args.threads or keep, WORKER_NICE)]
+        keep = args.threads or max(1, cores - 1)
+        configs = [("UI alone (no renders; the ceiling)", keep, WORKER_NICE, False),
+                   ("worker: all cores, nice 0", cores, 0, True),
+                   (f"this viewer: worker cores-1, nice +{WORKER_NICE}", keep, WORKER_NICE, True)]
         with Xvfb():
             runs = {c[0]: [] for c in configs}
             for _ in range(2):                                  # interleaved: the load drifts
-                for label, threads, nice in configs:
-                    runs[label].append(measure_ui(path, nice, args.seconds / 2, threads))
+                for label, threads, nice, render in configs:
+                    runs[label].append(measure_ui(path, nice, args.seconds / 2, threads, render))
         mean = {k: {m: sum(r[m] for r in v) / len(v) for m in ("ui_fps", "render_fps")} for k, v in runs.items()}
-        for label, _, _ in configs:
+        for label, *_ in configs:
             worst = max(r["worst_ms"] for r in runs[label])
             print(f"UI  {label:42s}: UI {mean[label]['ui_fps']:6.1f} FPS (slowest frame {worst:5.0f} ms)   "
                   f"render {mean[label]['render_fps']:6.2f} FPS")
-        base, ours = mean[configs[1][0]], mean[configs[2][0]]
-        print(f"UI  ratio this/previous viewer: UI FPS {ours['ui_fps'] / max(base['ui_fps'], 1e-9):.2f}x, "
-              f"render FPS {ours['render_fps'] / max(base['render_fps'], 1e-9):.2f}x   (load {os.getloadavg()[0]:.1f})")
+        alone, ours = mean[configs[0][0]], mean[configs[2][0]]
+        print(f"UI  ratio this viewer rendering / UI alone: {ours['ui_fps'] / max(alone['ui_fps'], 1e-9):.2f}x "
+              f"(load {os.getloadavg()[0]:.1f})")
 
     if not args.skip_render:
         torch.set_num_threads(args.threads or max(1, min(torch.get_num_threads(), cores - 1)))

@@ -515,3 +515,10 @@ def test_mesh_export_with_progress_and_cancel(viewer, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.obj", "m.ply"]
     panel.form.res, panel.form.chunk = 128, 1 << 16
     viewer.step()
+
+
+def test_a_dead_render_process_is_reported(viewer):
+    """Last (it ends the module's render process): the viewer says so instead of waiting."""
+    viewer.worker._proc.terminate()
+    assert wait_for(viewer, lambda: "render process stopped" in (viewer.error or ""), timeout=30)
+    assert not viewer.busy

@@ -7,7 +7,8 @@ apart by the file header; a scene is orbited like a generator, without the laten
 
 Layout: `window.py` (setup, frame loop, actions), `viewport.py` (texture, zoom/pan, overlays,
 mouse orbit), `shortcuts.py`, `tasks.py` (background jobs), `context.py` (what panels see),
-`panels/` (one file per side-panel section). The generator runs in `app.renderer_worker`.
+`panels/` (one file per side-panel section). The generator renders in a separate process
+(`app.renderer_worker`).
 """
 from .main import build_parser, main
 from .window import Viewer

@@ -510,6 +510,8 @@ class Viewer:
         sens = self.worker.poll_sensitivity()
         if sens is not None:
             ctx.sensitivity = sens
+        if self.worker.exitcode is not None and not self._closed:
+            self.fail(f"the render process stopped (exit code {self.worker.exitcode}); restart the viewer")
         ctx.perf.cache_hits, ctx.perf.cache_misses = self.worker.cache_hits, self.worker.cache_misses
         self.tasks.poll()
 
