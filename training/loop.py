@@ -166,11 +166,11 @@ class _Tee(io.TextIOBase):
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise TrainingError("--device=cuda but CUDA is not available (use --device=cpu)")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
+    """`model.device.resolve_device` (a bare cuda picks the rank's GPU), as a TrainingError."""
+    try:
+        return model.device.resolve_device(name, local_rank)
+    except model.device.DeviceError as exc:
+        raise TrainingError(f"--device={name}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------ trainer
@@ -386,25 +386,11 @@ def build_networks(config: TrainingConfig, device: torch.device, label_std: Opti
 
 
 def _copy_state(dst: torch.nn.Module, src: torch.nn.Module, what: str, path: str) -> None:
-    own, theirs = dst.state_dict(), src.state_dict()
-    missing = sorted(set(own) - set(theirs))
-    unexpected = sorted(set(theirs) - set(own))
-    bad = [k for k in own if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape)]
-    if missing or unexpected or bad:
-        detail = []
-        if bad:
-            detail.append("shape mismatch: " + ", ".join(f"{k} {tuple(theirs[k].shape)} vs {tuple(own[k].shape)}"
-                                                         for k in bad[:3]))
-        if missing:
-            detail.append(f"missing {missing[:3]}")
-        if unexpected:
-            detail.append(f"unexpected {unexpected[:3]}")
-        raise TrainingError(f"--resume={path}: {what} does not match the configured architecture "
-                            f"(--cfg/--cbase/--cmax/--map-depth and the dataset resolution must match the "
-                            f"snapshot): {'; '.join(detail)}")
-    with torch.no_grad():
-        for k, v in own.items():
-            v.copy_(theirs[k].to(v.dtype))
+    try:
+        model.copy_state_dict(dst, src.state_dict(), what)
+    except model.CheckpointError as exc:
+        raise TrainingError(f"--resume={path}: {exc} (--cfg/--cbase/--cmax/--map-depth and the dataset "
+                            f"resolution must match the snapshot)") from None
 
 
 def load_networks(path: str, kind: str, G, D, G_ema, log=print) -> None:

@@ -130,10 +130,13 @@ def parse_metrics(text: str) -> List[str]:
 
 
 def parse_grid(text: str) -> Tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*[x,]\s*(\d+)\s*", text)
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT (e.g. 8x4), got {text!r}")
-    return int(m.group(1)), int(m.group(2))
+    """The exports' grid parser (`app.export.parse_grid`) as an argparse type."""
+    from app.export import ExportError
+    from app.export import parse_grid as parse
+    try:
+        return parse(text)
+    except ExportError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_optional_float(text: str) -> Optional[float]:
