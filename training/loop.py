@@ -618,9 +618,10 @@ def _tick_line(record: Dict[str, Any]) -> str:
 
 def _progress_bar(config: TrainingConfig, cur_nimg: int):
     from tqdm import tqdm
+    digits = 3 if config.total_kimg < 10 else 2           # short (CPU) runs: show the batches move
     return tqdm(total=config.total_kimg, initial=cur_nimg / 1000, unit="kimg", dynamic_ncols=True, disable=None,
-                leave=False, smoothing=0.1,
-                bar_format="kimg {n:.2f}/{total:.2f} |{bar}| {percentage:3.0f}% [{elapsed}<{remaining}{postfix}]")
+                leave=False, smoothing=0.1, bar_format=f"kimg {{n:.{digits}f}}/{{total:.{digits}f}} |{{bar}}| "
+                                                       "{percentage:3.0f}% [{elapsed}<{remaining}{postfix}]")
 
 
 def _train(config: TrainingConfig, rank: int, world_size: int, device, run: RunDir, stop: _StopFlag, abort_fn,
@@ -646,8 +647,8 @@ def _train(config: TrainingConfig, rank: int, world_size: int, device, run: RunD
         log(f"Already trained {trainer.cur_nimg / 1000:g} kimg >= --kimg={config.total_kimg:g}; nothing to do "
             "(pass a larger --kimg to train longer, or --resume-mode=finetune to start a new run from these weights)")
         return summary
-    bar = _progress_bar(config, trainer.cur_nimg) if is_main and config.progress else None
     log(f"Training for {config.total_kimg:g} kimg (from {trainer.cur_nimg / 1000:g})...")
+    bar = _progress_bar(config, trainer.cur_nimg) if is_main and config.progress else None
     tick_start_nimg, tick_start_time = trainer.cur_nimg, time.time()
     maintenance_time = tick_start_time - start_time
     world_flags = torch.zeros(2, device=device)
