@@ -371,7 +371,9 @@ def test_bad_command_lines_are_errors(tmp_path, capsys):
                          (["--reg_type=monotonic-fixed"], "only 'l1'"), (["--cond=false"], "conditional"),
                          (["--glr=nan"], "finite"), (["--metrics=fid50k_full"], "--inception"),
                          (["--metrics=fid50k_full", "--inception=/nonexistent.pt"], "no such file"),
-                         (["--metrics=bogus"], "unknown metric")):
+                         (["--metrics=bogus"], "unknown metric"), (["--kimg=nan"], "--kimg: must be a finite"),
+                         (["--tick=inf"], "--tick: must be a finite"), (["--p=nan"], "--p: must be a finite"),
+                         (["--grid=100x100"], "at most 1024"), (["--image-snap=-1"], "--image-snap")):
         code = train.main(base + bad)
         err = capsys.readouterr().err
         assert code == 2, bad

@@ -23,6 +23,7 @@ from .loss import LossConfig
 
 # Sample grid on the CPU when neither --grid nor the preset names one (official size on GPUs).
 CPU_GRID = (4, 2)
+MAX_GRID_IMAGES = 32 * 32       # the official grid's largest size
 # Official train.py: G learning rate, Adam betas/eps of both networks.
 G_LR = 0.0025
 ADAM_BETAS = (0.0, 0.99)

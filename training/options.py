@@ -25,9 +25,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from model.config import SR_MODULES
 
 from . import presets as training_presets
-from .config import (CPU_GRID, EMA_KIMG_PER_32, FINETUNE_ADA_KIMG, G_LR, PER_INVOCATION, AugmentConfig,
-                     OptimizerConfig, ResumeConfig, TrainingConfig, TrainOptions, option_fields, option_flag,
-                     option_help, option_metavar, option_parser)
+from .config import (CPU_GRID, EMA_KIMG_PER_32, FINETUNE_ADA_KIMG, G_LR, MAX_GRID_IMAGES, PER_INVOCATION,
+                     AugmentConfig, OptimizerConfig, ResumeConfig, TrainingConfig, TrainOptions, option_fields,
+                     option_flag, option_help, option_metavar, option_parser)
 from .loss import LossConfig
 
 
@@ -246,6 +246,10 @@ def resolve(explicit: Dict[str, Any], dataset_info: Optional[Dict[str, Any]] = N
     _choice("launcher", o.launcher, ("spawn", "torchrun"))
     if o.reg_type != "l1":
         raise OptionsError(f"--reg_type={o.reg_type}: only 'l1' (the official default) is implemented")
+    for f in dataclasses.fields(TrainOptions):                 # every number: finite (nan/inf never train)
+        value = getattr(o, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise OptionsError(f"{option_flag(f)}: must be a finite number, got {value}")
     for name in ("gpus", "batch", "batch_gpu", "cbase", "cmax", "map_depth", "mbstd_group", "snap",
                  "density_reg_every", "r1_interval", "ada_interval"):
         _at_least(name, getattr(o, name), 1, name.replace("_", "-") if name in ("batch_gpu", "map_depth", "mbstd_group") else None)
@@ -388,6 +392,9 @@ def resolve(explicit: Dict[str, Any], dataset_info: Optional[Dict[str, Any]] = N
             _check_resume_resolution(resume, resolution)
 
     grid = default_grid(o.grid, resolution, o.device)
+    if grid[0] * grid[1] > MAX_GRID_IMAGES:
+        raise OptionsError(f"--grid={grid[0]}x{grid[1]}: {grid[0] * grid[1]} images per sample grid; at most "
+                           f"{MAX_GRID_IMAGES} (the official maximum, 32x32)")
     return TrainingConfig(
         options=o, cfg=o.cfg, data=os.path.abspath(data), dataset_name=name, dataset_size=size,
         resolution=resolution, mirror=o.mirror, num_gpus=o.gpus, batch_size=batch, batch_gpu=batch_gpu,
