@@ -114,9 +114,6 @@ def _main(argv: List[str], debug: bool) -> int:
             run_dir.check_writable(config.options.outdir)
     except (options.OptionsError, DatasetError, CheckpointError, run_dir.RunDirError) as exc:
         return _error(str(exc), EXIT_USAGE, debug)
-    for note in config.notes:
-        if config.resume is not None and note.startswith("the latest snapshot"):
-            print(f"note: {note}", file=sys.stderr, flush=True)
 
     if config.options.dry_run:
         config.run_dir = path + ("" if exists else " (not created)")

@@ -211,6 +211,13 @@ def test_follows_a_run_still_writing(run, monitor, tmp_path):
     texts = [m.dpg.get_value(t) for t in m.dpg.get_item_children("run_list", 1)]
     assert any("skipped 1 corrupt line" in str(t) for t in texts), texts
 
+    # A resume replaces the file (atomically, without the lines past its snapshot): read again from the start.
+    kept = (copy / "stats.jsonl").read_text().splitlines()[:2]
+    (copy / "replacement").write_text("\n".join(kept) + "\n")
+    os.replace(copy / "replacement", copy / "stats.jsonl")
+    assert step_until(m, lambda: len(m.series_values(0, "Loss/G/loss")[0]) == 2, 5) is not None
+    assert not m.runs[0].skipped and m.runs[0].records == 2
+
 
 def test_waits_for_a_folder_that_appears_later_and_overlays_runs(run, monitor, tmp_path):
     later = tmp_path / "later"

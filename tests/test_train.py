@@ -544,8 +544,8 @@ def test_resume_falls_back_from_a_truncated_latest_snapshot(data32, tmp_path, ca
     capsys.readouterr()
     assert train.main(["--resume", run, "--kimg=0.012", *FAST]) == 0
     captured = capsys.readouterr()
-    assert "network-snapshot-000001.safetensors is unreadable" in captured.err
-    assert "resuming from the newest intact one, network-snapshot-000000.safetensors" in captured.err
+    assert "Note: the latest snapshot network-snapshot-000001.safetensors is unreadable" in captured.out
+    assert "resuming from the newest intact one, network-snapshot-000000.safetensors" in captured.out
     assert state_of(latest(run))["cur_nimg"] == 12
     # Named directly, the cut file is an error that points at the intact one.
     assert train.main(["--resume", cut, "--kimg=0.016", *FAST]) == 2

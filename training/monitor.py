@@ -106,8 +106,9 @@ class RunReader:
             st = os.stat(path)
         except OSError:
             return False
-        if st.st_size < self._offset:         # rewritten (a resume trims the lines past its snapshot)
+        if st.st_size < self._offset or st.st_ino != self._stats_key:   # replaced: a resume trims its tail
             self._reset_stats()
+            self._stats_key = st.st_ino
         if st.st_size == self._offset:
             return False
         with open(path, "rb") as f:
