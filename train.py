@@ -12,7 +12,8 @@
 no CUDA), or with `--launcher=torchrun` prints the equivalent torchrun command; running this
 script under torchrun works too. Ctrl-C (or SIGTERM) stops after the current step, writes a
 snapshot and exits with 130 (143). Errors are one line `error: ...` (exit 2: the command line or an
-input file, 1: a failure while training); `--debug` shows the traceback.
+input file, refused before anything starts; 1: a failure once training has started); `--debug`
+shows the traceback.
 Run `python train.py --help` for every option.
 """
 from __future__ import annotations

@@ -294,10 +294,10 @@ class MetricsJob:
     def __init__(self, run: RunReader, snapshot: Snapshot, metrics: str, num: int):
         self.snapshot, self.progress, self.status, self.done = snapshot, 0.0, "starting", False
         data = (run.options or {}).get("data", "")
-        device = "cuda" if (run.options or {}).get("device") == "cuda" else "cpu"
         cmd = [sys.executable, "-m", "training.metrics", "--network", snapshot.path, "--data", data,
-               "--metrics", metrics, "--num", str(num), "--device", device,
-               "--json-out", os.path.join(run.path, "metric-monitor.jsonl")]
+               "--metrics", metrics, "--num", str(num), "--json-out", os.path.join(run.path, "metric-monitor.jsonl")]
+        if (run.options or {}).get("device") in ("cpu", "cuda"):      # as trained; "auto": the metrics' own choice
+            cmd += ["--device", run.options["device"]]
         if (run.options or {}).get("mirror"):
             cmd.append("--mirror")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -682,6 +682,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not m:
         print(f"error: --size={args.size}: expected WIDTHxHEIGHT", file=sys.stderr)
         return 2
+    for path in args.runs:
+        if os.path.exists(path) and not os.path.isdir(path):
+            print(f"error: {path}: not a run folder (give the folder that holds stats.jsonl)", file=sys.stderr)
+            return 2
     import importlib.util
     if importlib.util.find_spec("dearpygui") is None:
         print("error: the monitor needs DearPyGui: pip install dearpygui (see requirements.txt)", file=sys.stderr)
