@@ -229,7 +229,10 @@ def test_waits_for_a_folder_that_appears_later_and_overlays_runs(run, monitor, t
     assert step_until(m, lambda: (1, "Loss/D/loss") in m._series_tags, 5) is not None
     assert m.series_values(0, "Loss/D/loss") == m.series_values(1, "Loss/D/loss")
     labels = [m.dpg.get_item_label(m._series_tags[(r, "Loss/D/loss")]) for r in (0, 1)]
-    assert labels[0] != labels[1] and labels[1].startswith("later")
+    assert labels[0] != labels[1] and labels[1] == "later: D"
+    from training.monitor import short_names
+    assert short_names(["00000-tiny-p32-gpus1-batch4-gamma1", "00001-tiny-p32-gpus1-batch4-gamma4-x"]) == \
+        ["00000 gamma1", "00001 gamma4 x"]
 
 
 def test_camera_scatter_matches_the_dataset_cameras(run, monitor):

@@ -270,6 +270,17 @@ def smooth(values: List[float], amount: float) -> List[float]:
     return out
 
 
+def short_names(names: List[str]) -> List[str]:
+    """Legend names of overlaid runs: the run number and the parts of the folder name that differ."""
+    parts = [n.split("-") for n in names]
+    common = set.intersection(*(set(p[1:]) for p in parts)) if len(parts) > 1 else set()
+    out = []
+    for p in parts:
+        rest = [t for t in p[1:] if t not in common]
+        out.append(" ".join([p[0]] + rest)[:40])
+    return out
+
+
 def format_eta(seconds: Optional[float]) -> str:
     if seconds is None:
         return "ETA --"
@@ -478,6 +489,7 @@ class Monitor:
     def _update_curves(self) -> None:
         dpg = self.dpg
         multi = len(self.runs) > 1
+        names = short_names([r.name for r in self.runs])
         for i, (_, keys) in enumerate(PLOTS):
             for r, run in enumerate(self.runs):
                 for key, legend in keys:
@@ -488,7 +500,7 @@ class Monitor:
                     if self.log_scale:
                         xs, ys = zip(*[(x, y) for x, y in zip(xs, ys) if y > 0]) if any(y > 0 for y in ys) else ([], [])
                     tag = self._series_tags.get((r, key))
-                    label = f"{run.name[:24]}: {legend}" if multi else legend
+                    label = f"{names[r]}: {legend}" if multi else legend
                     if tag is None:
                         tag = dpg.add_line_series(list(xs), list(ys), label=label, parent=f"plot{i}_y")
                         self._series_tags[(r, key)] = tag
