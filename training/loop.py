@@ -36,7 +36,7 @@ import model
 from .augment import AdaController, AugmentPipe
 from .config import TrainingConfig
 from .loss import EG3DLoss, lazy_regularization
-from .run_dir import RunDir, distributed_backend, save_image_grid
+from .run_dir import RunDir, distributed_backend
 
 SNAPSHOT_FORMAT = "eg3d-train-state/1"
 STAT_NAMES = ("Loss/scores/fake", "Loss/signs/fake", "Loss/G/loss", "Loss/G/density_reg", "Loss/scores/real",
@@ -823,4 +823,4 @@ def spawn_worker(rank: int, config_dict: Dict[str, Any], world_size: int, init_m
 
 
 __all__ = ["Trainer", "TrainingError", "NonFiniteError", "InfiniteSampler", "Stats", "training_loop",
-           "build_networks", "load_networks", "spawn_worker", "init_distributed", "save_image_grid", "render_grid"]
+           "build_networks", "load_networks", "spawn_worker", "init_distributed", "render_grid"]

@@ -32,7 +32,7 @@ POLL_SECONDS = 0.5
 SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d+)\.safetensors$")      # run_dir.snapshot_name
 GRID_RE = re.compile(r"^fakes(\d+)(_raw|_depth)?\.png$")              # run_dir.grid_stem
 GRID_KINDS = ("final", "raw", "depth")
-GRID_SUFFIX = {"final": "", "raw": "_raw", "depth": "_depth"}
+GRID_KIND_OF_SUFFIX = {None: "final", "_raw": "raw", "_depth": "depth"}
 
 # (plot title, [(stats.jsonl key, legend)], y-axis unit)
 PLOTS = [
@@ -176,7 +176,7 @@ class RunReader:
         for e in entries:
             m = GRID_RE.match(e)
             if m:
-                kind = {None: "final", "_raw": "raw", "_depth": "depth"}[m.group(2)]
+                kind = GRID_KIND_OF_SUFFIX[m.group(2)]
                 grids.setdefault(int(m.group(1)), {})[kind] = os.path.join(self.path, e)
             m = SNAPSHOT_RE.match(e)
             if m:
