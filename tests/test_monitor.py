@@ -256,8 +256,40 @@ def test_camera_scatter_matches_the_dataset_cameras(run, monitor):
 
 
 def _window_titles(display):
-    out = subprocess.run(["xwininfo", "-root", "-tree", "-display", display], capture_output=True, text=True)
-    return out.stdout
+    """The names of every window on the X display (libX11 through ctypes: no extra tool needed)."""
+    import ctypes
+    import ctypes.util
+    x11 = ctypes.cdll.LoadLibrary(ctypes.util.find_library("X11") or "libX11.so.6")
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XDefaultRootWindow.restype = ctypes.c_ulong
+    x11.XDefaultRootWindow.argtypes = [ctypes.c_void_p]
+    x11.XQueryTree.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.POINTER(ctypes.c_ulong),
+                               ctypes.POINTER(ctypes.c_ulong), ctypes.POINTER(ctypes.POINTER(ctypes.c_ulong)),
+                               ctypes.POINTER(ctypes.c_uint)]
+    x11.XFetchName.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.POINTER(ctypes.c_char_p)]
+    x11.XFree.argtypes = [ctypes.c_void_p]
+    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    dpy = x11.XOpenDisplay(display.encode())
+    assert dpy, f"cannot open X display {display}"
+    names, stack = [], [x11.XDefaultRootWindow(dpy)]
+    try:
+        while stack:
+            window = stack.pop()
+            name = ctypes.c_char_p()
+            if x11.XFetchName(dpy, window, ctypes.byref(name)) and name.value:
+                names.append(name.value.decode(errors="replace"))
+                x11.XFree(ctypes.cast(name, ctypes.c_void_p))
+            root, parent, children, count = ctypes.c_ulong(), ctypes.c_ulong(), ctypes.POINTER(ctypes.c_ulong)(), \
+                ctypes.c_uint()
+            if x11.XQueryTree(dpy, window, ctypes.byref(root), ctypes.byref(parent), ctypes.byref(children),
+                              ctypes.byref(count)):
+                stack.extend(children[i] for i in range(count.value))
+                if children:
+                    x11.XFree(children)
+    finally:
+        x11.XCloseDisplay(dpy)
+    return "\n".join(names)
 
 
 def test_snapshot_table_and_open_in_viewer(run, monitor, xvfb):
