@@ -71,7 +71,7 @@ def worker(payload: dict) -> dict:
     explicit = options.parse_args(payload["args"])
     config = options.resolve(explicit, dataset_info=dict(resolution=payload["resolution"], size=1024, name="random"))
     if payload.get("fused"):
-        config.G["backbone"]["fused_modconv"] = payload["fused"]
+        config.G.backbone.fused_modconv = payload["fused"]
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -115,8 +115,8 @@ def worker(payload: dict) -> dict:
         peak_kind = "cpu_maxrss"
     return dict(sec_per_kimg=wall / images * 1000, cpu_sec_per_kimg=cpu / images * 1000, images_per_sec=images / wall,
                 peak_gb=peak, peak_kind=peak_kind, device=str(device), batch=config.batch_size,
-                batch_gpu=trainer.batch_gpu, resolution=res, nrr=config.loss["neural_rendering_resolution_initial"],
-                fused_modconv=config.G["backbone"]["fused_modconv"],
+                batch_gpu=trainer.batch_gpu, resolution=res, nrr=config.loss.neural_rendering_resolution_initial,
+                fused_modconv=config.G.backbone.fused_modconv,
                 g_params=sum(p.numel() for p in G.parameters()), d_params=sum(p.numel() for p in D.parameters()),
                 finite=all(bool(torch.isfinite(v).all()) for v in trainer.last_losses.values()))
 
