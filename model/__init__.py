@@ -12,9 +12,12 @@ from .checkpoint import (CheckpointError, build_discriminator, build_generator, 
 from .config import DiscriminatorConfig, GeneratorConfig
 from .discriminator import DualDiscriminator
 from .generator import TriPlaneGenerator
+from .inversion import InversionConfig, Projection, invert
+from .projection import load_projection, save_projection
 
 __all__ = [
     "camera", "config", "presets", "CheckpointError", "build_discriminator", "build_generator",
     "atomic_write", "load", "load_all", "load_extra_tensors", "read_metadata", "save", "DiscriminatorConfig", "GeneratorConfig",
-    "DualDiscriminator", "TriPlaneGenerator",
+    "DualDiscriminator", "TriPlaneGenerator", "InversionConfig", "Projection", "invert", "load_projection",
+    "save_projection",
 ]
