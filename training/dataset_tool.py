@@ -2,6 +2,7 @@
 
     python -m training.dataset_tool --source IMAGES_DIR --cameras CAMERAS.json --dest out.zip [--resolution N]
     python -m training.dataset_tool --summary out.zip
+    python -m training.dataset_tool --faces PHOTOS_DIR --dest faces.zip [--resolution N]   (face photos)
 
 The camera file is JSON mapping an image's path (relative to --source, '/' separators; a bare file
 name is accepted when it is unique) to either 25 floats (the EG3D label) or an object
@@ -321,10 +322,20 @@ def main(argv=None) -> int:
     parser.add_argument("--resolution", type=int, default=None, help="resize square images to NxN")
     parser.add_argument("--no-overwrite", action="store_true", help="fail if --dest exists")
     parser.add_argument("--summary", metavar="DATASET", help="print a summary of an existing dataset and exit")
+    parser.add_argument("--faces", metavar="PHOTOS", help="folder of face photos: aligned 512 px crops with "
+                        "cameras from their head pose (training/faces_dataset.py; needs requirements-faces.txt)")
     args = parser.parse_args(argv)
     try:
         if args.summary:
             summary(args.summary)
+            return 0
+        if args.faces:
+            from training.faces_dataset import build_face_dataset
+            if not args.dest:
+                parser.error("--faces needs --dest")
+            count, skipped = build_face_dataset(args.faces, args.dest, resolution=args.resolution,
+                                                overwrite=not args.no_overwrite, progress=True)
+            print(f"wrote {count} faces to {args.dest}" + (f" ({len(skipped)} photos skipped)" if skipped else ""))
             return 0
         if not (args.source and args.cameras and args.dest):
             parser.error("--source, --cameras and --dest are required (or --summary DATASET)")
