@@ -75,6 +75,9 @@ def _common_parser() -> argparse.ArgumentParser:
     g.add_argument("--network", metavar="PATH", default=None,
                    help=f"generator checkpoint: our .safetensors or an official .pkl, or a fitted scene "
                         f"(scene.safetensors or its run folder) (default: {DEFAULT_MODEL_PATH})")
+    g.add_argument("--latent", metavar="P.safetensors",
+                   help="render this projection (`visualizer.py invert`) instead of seeds; with --network the "
+                        "generator it was made with (a PTI projection brings its own)")
     g.add_argument("--device", default="auto", metavar="DEVICE",
                    help="torch device: auto, cpu, cuda, cuda:1 (default auto: cuda when available)")
     g.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads (default: torch's)")
@@ -255,11 +258,18 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def load_generator(network: Optional[str], device: str):
+def load_generator(network: Optional[str], device: str, latent: Optional[str] = None):
     """A generator (model.load) or a fitted scene (model.scene), with a clear message for a
-    missing default checkpoint."""
+    missing default checkpoint. A projection file (as network or latent) gives its generator
+    with the projected latent (`model.projection.ProjectedGenerator`)."""
     from app import DEFAULT_MODEL_PATH
     from app.state import load_model
+    from model import projection
+    if latent is not None or (network and projection.is_projection(network)):
+        source = latent if latent is not None else network
+        loaded = projection.load_projection(source, network=network if latent is not None else None,
+                                            device=device)
+        return loaded.as_generator(), Path(source)
     path = Path(network) if network else Path(DEFAULT_MODEL_PATH)
     if not (path.is_file() or path.is_dir()):
         hint = ("the shipped checkpoint is missing; pass --network PATH (.safetensors or official .pkl)"
@@ -283,9 +293,14 @@ def _run(args) -> List[Path]:
     if args.threads:
         torch.set_num_threads(args.threads)
     view = args.command != "mesh"
-    state = build_state(args, view=view)
     device = resolve_device(args.device)
-    G, network = load_generator(args.network, device)
+    G, network = load_generator(args.network, device, latent=args.latent)
+    if getattr(G, "projected_ws", None) is not None:      # a projection is the latent (psi 1, no seeds)
+        if args.seeds is not None:
+            raise E.ExportError("--seeds cannot be combined with a projection: its latent is the one rendered")
+        if args.trunc is None:
+            args.trunc = 1.0
+    state = build_state(args, view=view)
     out = Path(args.out)
     if args.command in ("turntable", "interpolate") and args.png_frames and out.suffix.lower() in E.VIDEO_SUFFIXES:
         raise E.ExportError(f"--png-frames writes a folder of PNGs; give a folder name, not {out.name!r}")
@@ -324,6 +339,9 @@ def _run(args) -> List[Path]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point used by visualizer.py: argv = [COMMAND, options...]."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "invert":
+        from app import invert_cli
+        return invert_cli.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from app.export import ExportCancelled, ExportError
@@ -336,7 +354,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ExportCancelled:
         print("cancelled: nothing was written under the output name", file=sys.stderr)
         return 130
-    except (ExportError, FileNotFoundError, ValueError) as exc:
+    except (ExportError, FileNotFoundError, ValueError) as exc:     # CheckpointError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
