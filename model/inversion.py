@@ -79,11 +79,6 @@ class Projection:
     initial_camera: Optional[torch.Tensor] = None
     interrupted: bool = False
 
-    @property
-    def generator(self):
-        """The generator this latent belongs to when PTI ran (else None: the input G)."""
-        return self.tuned_G
-
 
 def frontal_label(G, device=None) -> torch.Tensor:
     """The frontal camera at the model's average radius / pivot / fov, [1, 25]."""
