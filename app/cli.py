@@ -11,7 +11,9 @@ command line renders exactly what the viewer shows. Examples:
 
 `--network` also takes a fitted scene (`train.py sso`: scene.safetensors, checkpoint.safetensors
 or the run folder): turntables, stills and meshes of it go through the same code (the latent
-options are ignored; the mesh level defaults to the scene's surface level).
+options are ignored; the mesh level defaults to the scene's surface level). A projection file
+(`visualizer.py invert`, `app/invert_cli.py`) works as `--network P.safetensors` or with
+`--network X --latent P.safetensors`: its latent is rendered (psi 1 unless --trunc).
 """
 from __future__ import annotations
 

@@ -65,7 +65,6 @@ def load_image(path: str, size: int, crop_square: bool = True):
     """[1, 3, size, size] in [-1, 1] from an image file (centre-cropped to a square)."""
     import numpy as np
     import PIL.Image
-    import torch
     try:
         img = PIL.Image.open(path).convert("RGB")
     except (OSError, ValueError) as exc:
@@ -78,6 +77,7 @@ def load_image(path: str, size: int, crop_square: bool = True):
 
 
 def image_tensor(rgb, size: int):
+    """[1, 3, size, size] in [-1, 1] from an RGB uint8 array (Lanczos resize)."""
     import numpy as np
     import PIL.Image
     import torch
@@ -104,7 +104,7 @@ def _label_from_json(obj, where: str, name: Optional[str] = None):
     return obj
 
 
-def parse_camera(spec: str, G, image_path: str):
+def parse_camera(spec: str, G):
     """(label [1, 25] or None for auto, description)."""
     import torch
     from app.state import pose_label
@@ -143,7 +143,6 @@ def _discriminator(network: Path, device: str):
 
 def run(args) -> Path:
     import torch
-    import model
     from app.cli import load_generator, resolve_device
     from model import inversion, projection
     if args.threads:
@@ -161,7 +160,7 @@ def run(args) -> Path:
     G = getattr(G, "G", G) if getattr(G, "projected_ws", None) is not None else G   # a projection: its G
     if getattr(G, "is_scene", False):
         raise InvertError(f"{network}: a fitted scene has no latent to invert")
-    label, cam_text = parse_camera(args.camera, G, args.image)
+    label, cam_text = parse_camera(args.camera, G)
     if label is None:
         from model import faces
         import numpy as np

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import torch
 
 from . import camera as cam
-from .inversion_losses import LossWeights, ReconstructionLoss, psnr, resize
+from .inversion_losses import LossWeights, ReconstructionLoss, psnr
 
 SPACES = ("w", "w+")
 
@@ -277,8 +277,7 @@ def _project(G, loss_fn, camera, cfg: InversionConfig, nrr, history, callback):
 def _pivotal_tuning(G, loss_fn, ws, label, cfg: InversionConfig, nrr, history, callback):
     """Fine-tune a copy of G around the pivot ws; returns (tuned G, interrupted)."""
     device = ws.device
-    tuned = copy.deepcopy(G).train().requires_grad_(True)
-    tuned.train(False)
+    tuned = copy.deepcopy(G).requires_grad_(True)          # eval mode: no EMA updates, same renders
     opt = torch.optim.Adam(tuned.parameters(), lr=cfg.pti_lr)
     w_avg, w_std = w_stats(G, min(cfg.w_avg_samples, 1000), seed=cfg.seed)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)

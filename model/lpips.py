@@ -39,6 +39,7 @@ LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 NORM_EPS = 1e-10
 MIN_SIZE = 32            # five stages of 2x pooling need at least this many pixels
+MAX_SIZE = 256           # larger images are area-downsampled to this first
 
 
 class LPIPSLoadError(ValueError):
@@ -65,6 +66,8 @@ class LPIPS(nn.Module):
         """Unit-normalised activations of the five taps, [B, C_k, H_k, W_k]."""
         if min(x.shape[-2:]) < MIN_SIZE:
             x = F.interpolate(x, size=(MIN_SIZE, MIN_SIZE), mode="bilinear", align_corners=False)
+        elif max(x.shape[-2:]) > MAX_SIZE:                 # as the StyleGAN projectors do
+            x = F.interpolate(x, size=(MAX_SIZE, MAX_SIZE), mode="area")
         h = (x - self.shift) / self.scale
         feats, i = [], 0
         for s, stage in enumerate(VGG16_STAGES):

@@ -127,3 +127,20 @@ def test_dataset_tool_builds_a_face_dataset(tmp_path):
     from training.dataset import ImageFolderDataset
     ds = ImageFolderDataset(dest)
     assert len(ds) == 1 and ds.resolution == 128 and len(labels[0][1]) == 25
+
+
+def test_invert_camera_auto_runs_the_face_path(astronaut_face, tmp_path, one_thread):
+    """`visualizer.py invert --camera auto` on the photo: the stored camera is the face's label
+    and the target is the aligned crop (the shipped model is not a face model: 1 step only)."""
+    import skimage.data
+    import model
+    from app import cli
+    photo = tmp_path / "astronaut.png"
+    PIL.Image.fromarray(skimage.data.astronaut()).save(photo)
+    out = tmp_path / "p.safetensors"
+    assert cli.main(["invert", str(photo), "--camera", "auto", "--steps", "1", "--quiet", "--out", str(out)]) == 0
+    loaded = model.load_projection(out)
+    assert np.allclose(loaded.initial_camera[0].numpy(), astronaut_face.label, atol=1e-5)
+    crop = PIL.Image.fromarray(astronaut_face.crop).resize((64, 64), PIL.Image.LANCZOS)
+    expected = torch.from_numpy(np.asarray(crop, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
+    assert torch.allclose(loaded.target[0], expected, atol=1e-5)
