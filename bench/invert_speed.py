@@ -6,6 +6,7 @@ PTI: the locality regulariser's two extra renders and the generator's optimiser)
 
     python bench/invert_speed.py                       # shipped model + ffhq512 (random weights), CPU
     python bench/invert_speed.py --device cuda --ffhq-steps 20
+    python bench/invert_speed.py --models ffhq512 --threads 2
 
 Models: checkpoints/portrait.safetensors (64 px, 32 px neural render) and the ffhq512
 architecture (preset ffhq512: 512 px, 128 px neural render, 48 + 48 samples; random weights:
@@ -86,16 +87,20 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=10, help="timed steps, shipped model (default 10)")
     p.add_argument("--ffhq-steps", type=int, default=1, help="timed steps, ffhq512 (default 1 on CPU)")
+    p.add_argument("--models", default="shipped,ffhq512", help="which of shipped, ffhq512 (default both)")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    G = model.load(SHIPPED, device=args.device)
-    bench("shipped portrait (64 px)", G, args.steps, args.device, 10000)
-    G = model.build_generator(model.presets.generator_config("ffhq512")).to(args.device).eval().requires_grad_(False)
-    bench("ffhq512 random (512 px)", G, args.ffhq_steps, args.device, 1000)
+    models = args.models.split(",")
+    if "shipped" in models:
+        G = model.load(SHIPPED, device=args.device)
+        bench("shipped portrait (64 px)", G, args.steps, args.device, 10000)
+    if "ffhq512" in models:
+        G = model.build_generator(model.presets.generator_config("ffhq512")).to(args.device).eval()
+        bench("ffhq512 random (512 px)", G.requires_grad_(False), args.ffhq_steps, args.device, 1000)
     return 0
 
 
