@@ -20,10 +20,11 @@ EXAMPLES = """examples:
   %(prog)s img.png --camera data/dataset.json:img00000042.png --out p.safetensors
 then: visualizer.py turntable --network p.safetensors --out orbit.mp4
 
---camera: auto (face photos: MediaPipe landmarks, FFHQ-style crop, head pose; needs
-requirements-faces.txt), FILE.json (25 floats, {"label": [...]}, or a dataset.json with one
-image), dataset.json:NAME (that image's label), or YAW,PITCH in degrees from frontal (viewer
-convention: + yaw = camera towards the subject's left, + pitch = camera lower). Default: frontal.
+--camera: auto (face photos: MediaPipe landmarks, FFHQ-style crop, head pose, then refined
+with the latent as --refine-camera does; needs requirements-faces.txt), FILE.json (25 floats,
+{"label": [...]}, or a dataset.json with one image), dataset.json:NAME (that image's label), or
+YAW,PITCH in degrees from frontal (viewer convention: + yaw = camera towards the subject's left,
++ pitch = camera lower). Default: frontal.
 Images that are not square are centre-cropped (except with auto, which crops the face)."""
 
 
@@ -204,7 +205,7 @@ def run(args) -> Path:
     print(f"camera: {cam_text}", file=sys.stderr)
     try:
         result = inversion.invert(G, target, label.to(device), space=args.space, steps=args.steps,
-                                  pti_steps=args.pti_steps, refine_camera=args.refine_camera,
+                                  pti_steps=args.pti_steps, refine_camera=args.refine_camera or args.camera == "auto",
                                   callback=callback, config=cfg, lpips=lpips, D=D)
     finally:
         if bar is not None:
