@@ -3,12 +3,13 @@
 
     python visualizer.py [MODEL] [viewer options]         open the interactive viewer
     python visualizer.py turntable|interpolate|images|mesh [options]   command-line exports
+    python visualizer.py invert IMAGE --network X [options]            project an image (GAN inversion)
 
 Run `python visualizer.py --help` or `python visualizer.py SUBCOMMAND --help` for the options.
 """
 import sys
 
-EXPORT_COMMANDS = ("turntable", "interpolate", "images", "mesh")
+EXPORT_COMMANDS = ("turntable", "interpolate", "images", "mesh", "invert")
 
 
 def main(argv=None) -> int:

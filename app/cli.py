@@ -11,7 +11,9 @@ command line renders exactly what the viewer shows. Examples:
 
 `--network` also takes a fitted scene (`train.py sso`: scene.safetensors, checkpoint.safetensors
 or the run folder): turntables, stills and meshes of it go through the same code (the latent
-options are ignored; the mesh level defaults to the scene's surface level).
+options are ignored; the mesh level defaults to the scene's surface level). A projection file
+(`visualizer.py invert`, `app/invert_cli.py`) works as `--network P.safetensors` or with
+`--network X --latent P.safetensors`: its latent is rendered (psi 1 unless --trunc).
 """
 from __future__ import annotations
 
@@ -82,6 +84,9 @@ def _common_parser() -> argparse.ArgumentParser:
     g.add_argument("--network", metavar="PATH", default=None,
                    help=f"generator checkpoint: our .safetensors or an official .pkl, or a fitted scene "
                         f"(scene.safetensors or its run folder) (default: {DEFAULT_MODEL_PATH})")
+    g.add_argument("--latent", metavar="P.safetensors",
+                   help="render this projection (`visualizer.py invert`) instead of seeds; with --network the "
+                        "generator it was made with (a PTI projection brings its own)")
     g.add_argument("--device", default="auto", metavar="DEVICE",
                    help="torch device: auto, cpu, cuda, cuda:1 (default auto: cuda when available)")
     g.add_argument("--threads", type=bounded_int(1, 1024), metavar="N", help="torch CPU threads (default: torch's)")
@@ -283,11 +288,18 @@ def _load_state_file(path: str):
                          "saved by the viewer or by `images`") from None
 
 
-def load_generator(network: Optional[str], device: str):
+def load_generator(network: Optional[str], device: str, latent: Optional[str] = None):
     """A generator (model.load) or a fitted scene (model.scene), with a clear message for a
-    missing default checkpoint."""
+    missing default checkpoint. A projection file (as network or latent) gives its generator
+    with the projected latent (`model.projection.ProjectedGenerator`)."""
     from app import DEFAULT_MODEL_PATH
     from app.state import load_model
+    from model import projection
+    if latent is not None or (network and projection.is_projection(network)):
+        source = latent if latent is not None else network
+        loaded = projection.load_projection(source, network=network if latent is not None else None,
+                                            device=device)
+        return loaded.as_generator(), Path(source)
     path = Path(network) if network else Path(DEFAULT_MODEL_PATH)
     if not (path.is_file() or path.is_dir()):
         hint = ("the shipped checkpoint is missing; pass --network PATH (.safetensors or official .pkl)"
@@ -311,10 +323,15 @@ def _run(args) -> List[Path]:
     if args.threads:
         torch.set_num_threads(args.threads)
     view = args.command != "mesh"
-    state = build_state(args, view=view)
     from model.device import resolve_device
     device = resolve_device(args.device)
-    G, network = load_generator(args.network, device)
+    G, network = load_generator(args.network, device, latent=args.latent)
+    if getattr(G, "projected_ws", None) is not None:      # a projection is the latent (psi 1, no seeds)
+        if args.seeds is not None:
+            raise E.ExportError("--seeds cannot be combined with a projection: its latent is the one rendered")
+        if args.trunc is None:
+            args.trunc = 1.0
+    state = build_state(args, view=view)
     channels = getattr(getattr(getattr(G, "cfg", None), "decoder", None), "output_features", None)
     if view and args.feature_channel is not None and channels is not None and args.feature_channel >= channels:
         raise ValueError(f"--feature-channel {args.feature_channel}: the model has {channels} feature channels "
@@ -358,6 +375,9 @@ def _run(args) -> List[Path]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point used by visualizer.py: argv = [COMMAND, options...]."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "invert":
+        from app import invert_cli
+        return invert_cli.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from app.export import ExportCancelled

@@ -13,9 +13,12 @@ from .config import DiscriminatorConfig, GeneratorConfig
 from .discriminator import DualDiscriminator
 from .generator import TriPlaneGenerator
 from .output import atomic_write
+from .inversion import InversionConfig, Projection, invert
+from .projection import load_projection, save_projection
 
 __all__ = [
     "camera", "config", "device", "presets", "CheckpointError", "copy_state_dict", "build_discriminator", "build_generator",
     "atomic_write", "load", "load_all", "load_extra_tensors", "read_metadata", "save", "DiscriminatorConfig", "GeneratorConfig",
-    "DualDiscriminator", "TriPlaneGenerator",
+    "DualDiscriminator", "TriPlaneGenerator", "InversionConfig", "Projection", "invert", "load_projection",
+    "save_projection",
 ]

@@ -157,6 +157,11 @@ def load(path: PathLike, net: str = "G_ema", device: Union[str, torch.device] = 
     if kind == "pickle":
         module = _load_official(path, net)
     elif kind == "safetensors":
+        from .projection import is_projection, load_projection
+        if is_projection(path):            # an inverted latent: its (tuned or source) generator
+            if net != "G_ema":
+                raise CheckpointError(f"{path}: a projection file holds only a generator, not {net!r}")
+            return load_projection(path, device=device).G
         module = _load_safetensors(path, net)
     else:
         raise CheckpointError(f"{path}: unrecognised file format (expected our .safetensors or an "

@@ -2,6 +2,7 @@
 
     python -m training.dataset_tool --source IMAGES_DIR --cameras CAMERAS.json --dest out.zip [--resolution N]
     python -m training.dataset_tool --summary out.zip
+    python -m training.dataset_tool --faces PHOTOS_DIR --dest faces.zip [--resolution N]   (face photos)
 
 The camera file is JSON mapping an image's path (relative to --source, '/' separators; a bare file
 name is accepted when it is unique) to either 25 floats (the EG3D label) or an object
@@ -350,13 +351,23 @@ def main(argv=None) -> int:
                              "--source or --cameras)")
     parser.add_argument("--summary", metavar="DATASET", help="print a summary of an existing dataset and exit")
     add_debug_flag(parser)
+    parser.add_argument("--faces", metavar="PHOTOS", help="folder of face photos: aligned 512 px crops with "
+                        "cameras from their head pose (training/faces_dataset.py; needs requirements-faces.txt)")
     args = parser.parse_args(argv)
-    if not args.summary and not (args.source and args.cameras and args.dest):
-        parser.error("--source, --cameras and --dest are required (or --summary DATASET)")
+    if args.faces and not args.dest:
+        parser.error("--faces needs --dest")
+    if not (args.summary or args.faces) and not (args.source and args.cameras and args.dest):
+        parser.error("--source, --cameras and --dest are required (or --summary DATASET, or --faces PHOTOS)")
 
     def body() -> int:
         if args.summary:
             summary(args.summary)
+            return 0
+        if args.faces:
+            from training.faces_dataset import build_face_dataset
+            count, skipped = build_face_dataset(args.faces, args.dest, resolution=args.resolution,
+                                                overwrite=args.overwrite, progress=True)
+            print(f"wrote {count} faces to {args.dest}" + (f" ({len(skipped)} photos skipped)" if skipped else ""))
             return 0
         count = convert_dataset(args.source, args.cameras, args.dest, resolution=args.resolution,
                                 overwrite=args.overwrite, progress=True)
