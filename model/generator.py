@@ -10,6 +10,7 @@ from torch import nn
 from . import camera
 from .backbone import Backbone
 from .config import GeneratorConfig
+from .fast_render import FastRenderer
 from .rendering import render_rays
 from .superres import SuperResolution
 from .triplane import TriPlaneDecoder, sample_planes
@@ -89,6 +90,7 @@ class TriPlaneGenerator(nn.Module):
             fused_modconv=cfg.backbone.fused_modconv, inplace_rgb=cfg.rendering.official_compat)
         # Per-dimension std of the training labels (official snapshots carry it).
         self.register_buffer("dataset_label_std", torch.ones([cfg.c_dim]))
+        self.fast_renderer = FastRenderer()       # path="fast" settings + planes-table cache
 
     # Official attribute names, so scripts written for official G objects keep working.
     z_dim = property(lambda self: self.cfg.z_dim)
@@ -147,21 +149,28 @@ class TriPlaneGenerator(nn.Module):
                neural_rendering_resolution: Optional[int] = None, deterministic: bool = False,
                depth_resolution: Optional[int] = None,
                depth_resolution_importance: Optional[int] = None,
-               superresolution: bool = True, return_samples: bool = False) -> Dict[str, torch.Tensor]:
+               superresolution: bool = True, return_samples: bool = False,
+               path: str = "auto") -> Dict[str, torch.Tensor]:
         """Render cached planes from cameras c [B, 25].
 
         Returns image [B,3,S,S] (when superresolution), image_raw [B,3,R,R], image_depth
         [B,1,R,R], feature_image [B,F,R,R], image_alpha [B,1,R,R]; with return_samples also the
         coarse depths, coarse weights and fine depths [B, R*R, N, 1].
         deterministic=True removes both random draws of the sampler (no jitter, fixed u).
+        path: 'reference' (rendering.py, the oracle), 'fast' (fast_render.py, same samples,
+        within 1e-3 of the reference) or 'auto' (fast unless autograd records through it).
         """
         res = neural_rendering_resolution or self.cfg.neural_rendering_resolution
         cam2world, intrinsics = camera.split_label(c)
         origins, directions = camera.generate_rays(cam2world, intrinsics, res)
-        result = render_rays(lambda p: self.sample_density(planes, p), origins, directions,
-                             self.cfg.rendering, deterministic=deterministic,
-                             depth_resolution=depth_resolution,
-                             depth_resolution_importance=depth_resolution_importance)
+        kwargs = dict(deterministic=deterministic, depth_resolution=depth_resolution,
+                      depth_resolution_importance=depth_resolution_importance)
+        if self.fast_renderer.applies(path, planes, self.decoder):
+            result = self.fast_renderer.render(planes, self.decoder, origins, directions,
+                                               self.cfg.rendering, **kwargs)
+        else:
+            result = render_rays(lambda p: self.sample_density(planes, p), origins, directions,
+                                 self.cfg.rendering, **kwargs)
         batch = c.shape[0]
 
         def to_image(t: torch.Tensor) -> torch.Tensor:
