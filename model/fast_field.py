@@ -37,32 +37,53 @@ def planes_table(planes: torch.Tensor) -> torch.Tensor:
     return padded.permute(0, 1, 3, 4, 2).reshape(-1, planes.shape[2]).contiguous()
 
 
-def corner_weights(points: torch.Tensor, batch_index: torch.Tensor, num_planes: int,
-                   height: int, width: int, box_warp: float, axes: str
-                   ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Table rows [K*4P] and weights [K*4P] of the bilinear corners of points [K, 3].
+def corner_maps(num_planes: int, height: int, width: int, box_warp: float, axes: str,
+                device) -> tuple:
+    """Constants of `corner_weights`: world point -> padded pixel coordinates of every plane
+    (one small matmul: the axis selection and grid_sample's align_corners=False scaling), their
+    clamp limits, and pixel coordinates -> table row of the (x0, y0) corner."""
+    pw, ph = width + 2 * BORDER, height + 2 * BORDER
+    to_pix = torch.zeros(2 * num_planes, 3, device=device)
+    shift = torch.zeros(2 * num_planes, 1, device=device)
+    to_row = torch.zeros(num_planes, 2 * num_planes, device=device)
+    for p, pair in enumerate(PLANE_AXES[axes]):
+        for k, (axis, size) in enumerate(zip(pair, (width, height))):
+            # ((2 x / box_warp + 1) * size - 1) / 2, shifted into the padded plane
+            to_pix[2 * p + k, axis] = size / box_warp
+            shift[2 * p + k] = (size - 1) / 2 + BORDER
+        to_row[p, 2 * p], to_row[p, 2 * p + 1] = 1, pw
+    low = torch.zeros(2 * num_planes, 1, device=device)              # 2 texels left of the plane
+    high = torch.tensor([width, height] * num_planes, dtype=torch.float32,
+                        device=device).reshape(-1, 1) + BORDER
+    plane_rows = (torch.arange(num_planes, device=device, dtype=torch.float32) * (ph * pw)).reshape(-1, 1)
+    corners = torch.tensor([0, 1, pw, pw + 1], device=device).reshape(1, 4, 1)
+    return to_pix, shift, low, high, to_row, plane_rows, corners, float(num_planes * ph * pw)
 
-    Matches grid_sample(bilinear, zeros padding, align_corners=False) on the planes; the
-    weights include the 1/P of the mean over planes. batch_index [K] (float) selects each
-    point's planes. Row numbers are computed in float32, exact below 2**24 rows.
+
+def corner_weights(points: torch.Tensor, batch_index: Optional[torch.Tensor], maps: tuple
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Table rows [K, 4P] and weights [K, 4P] of the bilinear corners of points [K, 3].
+
+    Matches grid_sample(bilinear, zeros padding, align_corners=False) on each plane; the
+    weights include the 1/P of the mean over planes. batch_index [K] (float; None = item 0)
+    selects each point's planes. Computed point-minor ([4P, K], so every op runs over long
+    contiguous rows) and returned as transposed views. Row numbers are computed in float32,
+    exact below 2**24 rows.
     """
-    pairs = torch.tensor(PLANE_AXES[axes], device=points.device).reshape(-1)
-    grid = (points * (2 / box_warp))[:, pairs].reshape(-1, num_planes, 2)        # [K, P, (x, y)]
-    size = torch.tensor([width, height], dtype=points.dtype, device=points.device)
-    pix = ((grid + 1) * size - 1) / 2
+    to_pix, shift, low, high, to_row, plane_rows, corners, item_rows = maps
+    num_planes = to_row.shape[0]
+    pix = torch.addmm(shift, to_pix, points.t())                                 # [2P, K]
     lo = torch.floor(pix)
     frac = pix - lo
-    hi_limit = torch.tensor([width, height], dtype=points.dtype, device=points.device)
-    lo = torch.minimum(lo.clamp_min(-BORDER), hi_limit) + BORDER                  # in the padded plane
-    pw, ph = width + 2 * BORDER, height + 2 * BORDER
-    plane = torch.arange(num_planes, dtype=points.dtype, device=points.device)
-    base = ((batch_index.unsqueeze(1) * num_planes + plane) * ph + lo[..., 1]) * pw + lo[..., 0]
-    corner = torch.tensor([0, 1, pw, pw + 1], device=points.device)
-    rows = base.long().unsqueeze(-1) + corner                                      # [K, P, 4]
-    wy = torch.stack([1 - frac[..., 1], frac[..., 1]], dim=-1) * (1 / num_planes)
-    wx = torch.stack([1 - frac[..., 0], frac[..., 0]], dim=-1)
-    weight = wy.unsqueeze(-1) * wx.unsqueeze(-2)                                  # [K, P, 2, 2]
-    return rows.reshape(-1), weight.reshape(-1)
+    base = torch.addmm(plane_rows, to_row, torch.clamp(lo, low, high))           # [P, K]
+    if batch_index is not None:
+        base = base + batch_index * item_rows
+    rows = base.long().unsqueeze(1) + corners                                    # [P, 4, K]
+    fx, fy = frac[0::2].unsqueeze(1), frac[1::2].unsqueeze(1) * (1 / num_planes)
+    wx = torch.cat([1 - fx, fx], dim=1)                                          # [P, 2, K]
+    wy = torch.cat([1 / num_planes - fy, fy], dim=1)
+    weight = wy.unsqueeze(2) * wx.unsqueeze(1)                                   # [P, 2, 2, K]
+    return rows.reshape(4 * num_planes, -1).t(), weight.reshape(4 * num_planes, -1).t()
 
 
 class FastField:
@@ -82,7 +103,8 @@ class FastField:
         self.batch, self.num_planes, self.channels, self.height, self.width = planes.shape
         self.table = planes_table(planes) if table is None else table
         self.decoder, self.box_warp, self.axes, self.chunk = decoder, box_warp, axes, chunk
-        self.bags = 4 * self.num_planes
+        self.maps = corner_maps(self.num_planes, self.height, self.width, box_warp, axes,
+                                planes.device)
 
     def _weights(self):
         fc1, fc2 = self.decoder.net[0], self.decoder.net[2]
@@ -100,14 +122,12 @@ class FastField:
             sigma = points.new_empty(count)
             feats = points.new_empty(count, w2.shape[1] - 1)
         sigmas, parts = [], []
-        offsets = torch.arange(0, self.chunk * self.bags, self.bags, device=points.device)
         for start in range(0, count, self.chunk):
             stop = min(start + self.chunk, count)
-            rows, weight = corner_weights(points[start:stop], batch_index[start:stop],
-                                          self.num_planes, self.height, self.width,
-                                          self.box_warp, self.axes)
-            x = F.embedding_bag(rows, self.table, offsets[:stop - start], mode="sum",
-                                per_sample_weights=weight)                        # [k, C]
+            rows, weight = corner_weights(points[start:stop], None if self.batch == 1 else
+                                          batch_index[start:stop], self.maps)
+            x = F.embedding_bag(rows.contiguous(), self.table, mode="sum",
+                                per_sample_weights=weight.contiguous())           # [k, C]
             x = torch.addmm(b2, F.softplus(torch.addmm(b1, x, w1)), w2)          # [k, 1 + F]
             if grad:
                 sigmas.append(x[:, 0])

@@ -156,13 +156,16 @@ def render_rays(field: FastField, origins: torch.Tensor, directions: torch.Tenso
         depths_fine = importance_depths(depths, weights_c.reshape(b, m, n_coarse - 1, 1), n_fine,
                                         deterministic, cfg.official_compat)
         zf = depths_fine.reshape(rays, n_fine)
-        if not deterministic:      # random u: the fine depths come unsorted (the set is what counts)
-            zf = zf.sort(dim=1).values
         keep = fine_mask(zc, zf, trans_c, weights_c.sum(dim=1, keepdim=True), fast)
-        sigma_f, feats_f = run(zf, keep)
-        pos_c, pos_f = merge_ranks(zc, zf)
+        sigma_f, feats_f = run(zf, keep)          # in the reference's order (same noise draws)
+        if deterministic:                         # u = linspace: the fine depths come sorted
+            pos_c, pos_f = merge_ranks(zc, zf)
+        else:                                     # random u: rank the sorted set, map back
+            zs, order = zf.sort(dim=1)
+            pos_c, pos_s = merge_ranks(zc, zs)
+            pos_f = torch.empty_like(pos_s).scatter_(1, order, pos_s)
         if keep is not None:       # skipped: density of the coarse sample in front
-            front = (pos_f - torch.arange(n_fine, device=zf.device) - 1).clamp_min(0)
+            front = (torch.searchsorted(zc, zf, right=True) - 1).clamp_min(0)
             sigma_f = torch.where(keep, sigma_f, sigma_c.gather(1, front))
         total = n_coarse + n_fine
         z_all = zc.new_empty(rays, total).scatter_(1, pos_c, zc).scatter_(1, pos_f, zf)
