@@ -11,7 +11,8 @@ random weights when its .pkl does not load), `ffhq512` (the official ffhq512-128
 random weights). One frame = batch 1, the model's own neural resolution and samples, random
 (non-deterministic) sampling as in the viewer. Stages: mapping, planes (backbone), coarse and
 fine (field evaluations of the two passes), composite (everything else in the ray marcher:
-rays, sampling, merging, compositing), SR. Times are the minimum over --repeats frames
+rays, sampling, merging, compositing), SR (the same module on both paths: timed once, shared).
+Times are the minimum over --repeats frames
 (the machine is shared; the minimum is the least disturbed; with --threads 1 the times are
 the rendering thread's CPU time, which other jobs on the machine do not inflate), and both paths run alternately in
 the same process so the ratio fast/reference is measured under the same load.
@@ -112,16 +113,21 @@ def instrument(G, timer: StageTimer):
 
 
 def frame(G, ws, planes, c, path: str):
-    """ms per stage (coarse, fine, composite, sr) of one render from cached planes."""
+    """ms per neural-rendering stage (coarse, fine, composite) of one render from cached planes,
+    and the feature image for the SR."""
     timer = StageTimer()
     with instrument(G, timer):
-        t0 = CLOCK()
-        G.render(planes, ws, c, path=path)
-        total = (CLOCK() - t0) * 1e3
+        out = G.render(planes, ws, c, path=path, superresolution=False)
     ms = {k: timer.ms.get(k, 0.0) for k in ("coarse", "fine")}
     ms["composite"] = timer.ms["march"] - ms["coarse"] - ms["fine"]
-    ms["sr"] = total - timer.ms["march"]
-    return ms
+    return ms, out["feature_image"]
+
+
+def time_sr(G, features, ws) -> float:
+    """ms of the super-resolution (the same module on both paths, so timed once)."""
+    t0 = CLOCK()
+    G.superresolution(features[:, :3].clone(), features, ws)
+    return (CLOCK() - t0) * 1e3
 
 
 def machine_rates(threads: int):
@@ -197,7 +203,7 @@ def limits(G, ws, planes, c):
     return cost
 
 
-def bench_model(name: str, repeats: int, rates, show_preview: bool) -> dict:
+def bench_model(name: str, repeats: int, sr_repeats: int, rates, show_preview: bool) -> dict:
     G, how = build(name)
     G = G.eval().requires_grad_(False)
     r = G.cfg.rendering
@@ -220,10 +226,13 @@ def bench_model(name: str, repeats: int, rates, show_preview: bool) -> dict:
             best[p].update(mapping=min(mapping_ms), planes=min(planes_ms))
         for i in range(repeats + 1):                 # the first round warms up both paths
             for p in best:
-                ms = frame(G, ws, planes, c, p)
+                ms, features = frame(G, ws, planes, c, p)
                 if i > 0:
                     for k, v in ms.items():
                         best[p][k] = min(best[p].get(k, float("inf")), v)
+        sr = min(time_sr(G, features, ws) for _ in range(sr_repeats))
+        for p in best:
+            best[p]["sr"] = sr
         cost = limits(G, ws, planes, c)
     flops_rate, bandwidth = rates
     print(f"{'stage':10s} {'ref ms':>9s} {'fast ms':>9s} {'ratio':>6s} | {'GFLOP':>7s} {'MB':>8s} "
@@ -263,6 +272,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--repeats", type=int, default=2, help="timed frames per path (default 2)")
+    p.add_argument("--sr-repeats", type=int, default=1,
+                   help="timed SR runs (the same module on both paths, timed once per model; default 1)")
     p.add_argument("--preview", action="store_true", help="also time the interactive preview")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -275,7 +286,7 @@ def main(argv=None) -> int:
           f"{rates[1] / 1e9:.1f} GB/s; times: "
           + ("CPU time of the rendering thread" if args.threads == 1 else "wall clock"))
     for name in args.models:
-        bench_model(name, args.repeats, rates, args.preview)
+        bench_model(name, args.repeats, args.sr_repeats, rates, args.preview)
     return 0
 
 

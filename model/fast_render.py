@@ -5,9 +5,10 @@ depths), computed with less memory traffic:
 
 - the field is `FastField` (fused channels-last tri-plane gather + decoder, in chunks);
 - compositing needs only the densities in depth order: the fine samples are merged into the
-  coarse ones by rank (`searchsorted`; both sets are already sorted), the per-sample weights
-  are computed on the merged 1-channel densities and mapped back, and the 32 features are
-  summed with one batched matrix product per set, never sorted, gathered or averaged;
+  coarse ones by rank (`searchsorted`; the coarse set is sorted, the fine set too in
+  deterministic mode, else only its 1-channel depths are sorted), the per-sample weights are
+  computed on the merged 1-channel densities and mapped back, and the 32 features are summed
+  with one batched matrix product per set, never sorted, gathered or averaged;
 - fine samples that cannot matter are not evaluated (see `FastRenderConfig` for the bounds).
 
 Shapes as in rendering.py: B cameras, M rays per camera, N samples per ray, F features.
@@ -48,7 +49,10 @@ class FastRenderConfig:
       thinner than the coarse spacing that the coarse samples step over. 0 disables.
     The defaults keep both bounds far below the 1e-3 parity tolerance on the raw image.
     """
-    chunk: int = 16384                    # points per decoder chunk (intermediates stay in cache)
+    chunk: int = 16384                    # points per decoder chunk
+    # path='auto' under autograd (training): False keeps the reference there; True takes the
+    # fast path (differentiable: same gradients to float rounding, tests/test_fast_path.py).
+    auto_under_autograd: bool = False
     transmittance_cutoff: float = 1e-4
     opacity_cutoff: float = 1e-4
 
@@ -209,14 +213,15 @@ class FastRenderer:
     def __getstate__(self):
         return {"cfg": self.cfg, "_cached": None}
 
-    @staticmethod
-    def applies(path: str, planes: torch.Tensor, decoder) -> bool:
+    def applies(self, path: str, planes: torch.Tensor, decoder) -> bool:
         """path 'auto' -> fast unless autograd is recording through the planes or the decoder
-        (training keeps the reference; pass path='fast' to differentiate the fast path)."""
+        and cfg.auto_under_autograd is off (pass path='fast' to differentiate the fast path)."""
         if path not in PATHS:
             raise ValueError(f"render path must be one of {', '.join(PATHS)}, got {path!r}")
         if path != "auto":
             return path == "fast"
+        if self.cfg.auto_under_autograd:
+            return True
         recording = torch.is_grad_enabled() and (
             planes.requires_grad or any(p.requires_grad for p in decoder.parameters()))
         return not recording
