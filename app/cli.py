@@ -16,9 +16,12 @@ options are ignored; the mesh level defaults to the scene's surface level).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
+
+from model.cli_errors import Parser, bounded_int, finite_float, run_guarded
 
 COMMANDS = ("turntable", "interpolate", "images", "mesh")
 
@@ -41,21 +44,20 @@ _EXAMPLES = {
 }
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+# Ranges of the numeric options (the boundary where every number is checked once). Angles in
+# degrees; the viewer state's own limits (app.state.ViewerState.validate) are the same or wider.
+ANGLE = 3600.0            # yaw / yaw range: ten turns either way
+PITCH = 90.0
+DISTANCE = 100.0          # radius, pivot coordinates: world units
+PSI = 2.0                 # truncation psi in [-PSI, PSI]
+MAX_SIZE = 8192           # output pixels per view side
+MAX_NEURAL_RES = 2048
+MAX_SAMPLE_MULT = 16.0
+MAX_LIST = 64             # views in --yaws / --pitches
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def _floats(count: Optional[int] = None):
+def _floats(count: Optional[int] = None, bound: float = ANGLE):
+    """Comma-separated finite numbers within [-bound, bound]; `count` of them if given."""
     def parse(text: str) -> List[float]:
         try:
             values = [float(v) for v in text.split(",")]
@@ -63,8 +65,13 @@ def _floats(count: Optional[int] = None):
             raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
         if count is not None and len(values) != count:
             raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
+        if count is None and len(values) > MAX_LIST:
+            raise argparse.ArgumentTypeError(f"at most {MAX_LIST} values, got {len(values)}")
+        if not all(math.isfinite(v) and abs(v) <= bound for v in values):
+            raise argparse.ArgumentTypeError(f"values must be finite and within +-{bound:g}, got {text!r}")
         return values
     return parse
+
 
 
 def _common_parser() -> argparse.ArgumentParser:
@@ -77,23 +84,29 @@ def _common_parser() -> argparse.ArgumentParser:
                         f"(scene.safetensors or its run folder) (default: {DEFAULT_MODEL_PATH})")
     g.add_argument("--device", default="auto", metavar="DEVICE",
                    help="torch device: auto, cpu, cuda, cuda:1 (default auto: cuda when available)")
-    g.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads (default: torch's)")
+    g.add_argument("--threads", type=bounded_int(1, 1024), metavar="N", help="torch CPU threads (default: torch's)")
     g.add_argument("--state", metavar="FILE",
                    help="viewer state (.json, or a PNG saved by the viewer / by `images`); the flags "
                         "below override its fields")
     g.add_argument("--seeds", metavar="LIST",
                    help="seeds, e.g. 0-3,7 (default: the state's seed, or 0)")
-    g.add_argument("--trunc", type=float, metavar="PSI", help="truncation psi (default 0.7, or the state's)")
-    g.add_argument("--trunc-cutoff", type=int, metavar="N",
+    g.add_argument("--trunc", type=finite_float(-PSI, PSI), metavar="PSI",
+                   help=f"truncation psi in [-{PSI:g}, {PSI:g}] (default 0.7, or the state's)")
+    g.add_argument("--trunc-cutoff", type=bounded_int(0, 1024), metavar="N",
                    help="truncate only the first N ws (default: all)")
     g.add_argument("--cond", choices=COND_MODES,
                    help="conditioning pose of the mapping network: frontal (official default), camera "
                         "(follows the render camera; recomputes planes per frame), custom (--cond-yaw/pitch)")
-    g.add_argument("--cond-yaw", type=float, metavar="DEG", help="custom conditioning yaw (degrees from frontal)")
-    g.add_argument("--cond-pitch", type=float, metavar="DEG", help="custom conditioning pitch (degrees)")
+    g.add_argument("--cond-yaw", type=finite_float(-ANGLE, ANGLE), metavar="DEG",
+                   help="custom conditioning yaw (degrees from frontal)")
+    g.add_argument("--cond-pitch", type=finite_float(-PITCH, PITCH), metavar="DEG",
+                   help="custom conditioning pitch (degrees)")
     g.add_argument("--noise-mode", choices=NOISE_MODES, help="synthesis noise (default const)")
     g.add_argument("--out", required=True, metavar="PATH", help="output file or folder")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output that this tool did not write (never an input)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return p
 
 
@@ -104,55 +117,61 @@ def _view_parser(default_sample_mult: Optional[float]) -> argparse.ArgumentParse
     g.add_argument("--render", choices=RENDER_TYPES,
                    help="what to show: final (super-resolved image), raw (neural render), depth, alpha, "
                         "feature (one channel, --feature-channel) (default final)")
-    g.add_argument("--feature-channel", type=int, metavar="C")
-    g.add_argument("--nrr", "--neural-res", dest="nrr", type=_positive_int, metavar="R",
-                   help="neural rendering resolution override")
+    g.add_argument("--feature-channel", type=bounded_int(0, 4095), metavar="C")
+    g.add_argument("--nrr", "--neural-res", dest="nrr", type=bounded_int(4, MAX_NEURAL_RES), metavar="R",
+                   help=f"neural rendering resolution override, 4..{MAX_NEURAL_RES}")
     sm = ("default 1" if default_sample_mult is None
           else f"default {default_sample_mult:g} as in the official gen_videos.py, or the state's")
-    g.add_argument("--sample-mult", type=_positive_float, metavar="X",
-                   help=f"multiplier of the depth samples per ray, both passes ({sm})")
-    g.add_argument("--depth-mult", type=_positive_float, metavar="X", help="stratified samples multiplier only")
-    g.add_argument("--importance-mult", type=_positive_float, metavar="X", help="importance samples multiplier only")
+    mult = finite_float(0, MAX_SAMPLE_MULT, lo_open=True)
+    g.add_argument("--sample-mult", type=mult, metavar="X",
+                   help=f"multiplier of the depth samples per ray, both passes, in (0, {MAX_SAMPLE_MULT:g}] ({sm})")
+    g.add_argument("--depth-mult", type=mult, metavar="X", help="stratified samples multiplier only")
+    g.add_argument("--importance-mult", type=mult, metavar="X", help="importance samples multiplier only")
     g.add_argument("--stochastic", action="store_true",
                    help="jitter the depth samples as in training (default: deterministic, no shimmer)")
-    g.add_argument("--depth-range", type=_floats(2), metavar="NEAR,FAR",
+    g.add_argument("--depth-range", type=_floats(2, DISTANCE), metavar="NEAR,FAR",
                    help="depth colour range (default: measured on the first frame, then fixed)")
-    g.add_argument("--size", type=_positive_int, metavar="PX",
-                   help="output size of each view (default: the render type's native size)")
+    g.add_argument("--size", type=bounded_int(2, MAX_SIZE), metavar="PX",
+                   help=f"output size of each view, 2..{MAX_SIZE} (default: the render type's native size)")
     g.add_argument("--depth-side", action="store_true", help="show the depth map next to each view")
     c = p.add_argument_group("camera (degrees from the frontal pose; + pitch = camera lower)")
-    c.add_argument("--yaw", type=float, metavar="DEG", help="base yaw (the path is added to it)")
-    c.add_argument("--pitch", type=float, metavar="DEG", help="base pitch")
-    c.add_argument("--radius", type=_positive_float, help="camera distance (default: the model's average)")
-    c.add_argument("--fov", type=_positive_float, metavar="DEG",
-                   help="EG3D field of view (default: the model's avg_camera_fov, 18.837 for FFHQ)")
-    c.add_argument("--pivot", type=_floats(3), metavar="X,Y,Z", help="look-at point (default: the model's)")
+    c.add_argument("--yaw", type=finite_float(-ANGLE, ANGLE), metavar="DEG", help="base yaw (the path is added to it)")
+    c.add_argument("--pitch", type=finite_float(-PITCH, PITCH), metavar="DEG", help="base pitch")
+    c.add_argument("--radius", type=finite_float(0, DISTANCE, lo_open=True),
+                   help="camera distance (default: the model's average)")
+    c.add_argument("--fov", type=finite_float(0.1, 170), metavar="DEG",
+                   help="EG3D field of view in [0.1, 170] (default: the model's avg_camera_fov, 18.837 for FFHQ)")
+    c.add_argument("--pivot", type=_floats(3, DISTANCE), metavar="X,Y,Z", help="look-at point (default: the model's)")
     p.set_defaults(default_sample_mult=default_sample_mult)
     return p
 
 
 def _video_parser(fps: float) -> argparse.ArgumentParser:
-    from app.export import CAMERA_PATHS
+    from app.export import CAMERA_PATHS, CRF_RANGE, FPS_RANGE, X264_PRESETS
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("video")
     g.add_argument("--grid", metavar="COLSxROWS", help="grid of seeds, e.g. 2x2 (default 1x1)")
-    g.add_argument("--fps", type=_positive_float, default=fps, help=f"frames per second (default {fps:g})")
-    g.add_argument("--crf", type=float, default=18, help="x264 quality, lower = better (default 18)")
+    g.add_argument("--fps", type=finite_float(FPS_RANGE[0], FPS_RANGE[1], lo_open=True), default=fps,
+                   help=f"frames per second (default {fps:g})")
+    g.add_argument("--crf", type=finite_float(*CRF_RANGE), default=18,
+                   help="x264 quality 0..51, lower = better (default 18)")
     g.add_argument("--bitrate", metavar="RATE", help="fixed bitrate instead of --crf, e.g. 10M (official)")
-    g.add_argument("--preset", default="medium", help="x264 preset (default medium)")
+    g.add_argument("--preset", default="medium", choices=X264_PRESETS, metavar="PRESET",
+                   help=f"x264 preset: {', '.join(X264_PRESETS)} (default medium)")
     g.add_argument("--png-frames", action="store_true",
                    help="write lossless PNG frames into the folder --out instead of a video")
     g.add_argument("--path", choices=CAMERA_PATHS,
                    help="camera path: 360 (full turn), sweep (yaw back and forth), orbit (official "
                         "gen_videos ellipse), static")
-    g.add_argument("--yaw-range", type=float, metavar="DEG", help="sweep/orbit yaw amplitude")
-    g.add_argument("--pitch-range", type=float, metavar="DEG",
+    g.add_argument("--yaw-range", type=finite_float(-ANGLE, ANGLE), metavar="DEG", help="sweep/orbit yaw amplitude")
+    g.add_argument("--pitch-range", type=finite_float(-PITCH, PITCH), metavar="DEG",
                    help="pitch wobble amplitude (360/sweep; orbit: ellipse height)")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from app.export import MAX_FRAMES
+    parser = Parser(
         prog="visualizer.py", description="EG3D exports: videos, image grids and meshes.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -163,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="camera turntable video of one seed or a grid of seeds",
                        description="Turntable video: planes computed once per seed, the camera moves.",
                        epilog=_EXAMPLES["turntable"])
-    t.add_argument("--frames", type=_positive_int, default=120, help="number of frames (default 120)")
+    t.add_argument("--frames", type=bounded_int(1, MAX_FRAMES), default=120,
+                   help=f"number of frames, at most {MAX_FRAMES} (default 120)")
     t.set_defaults(path_default="360")
 
     i = sub.add_parser("interpolate", parents=[common, _view_parser(2.0), _video_parser(60)], formatter_class=fmt,
@@ -171,10 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Latent-walk video: a smooth (cubic, looping) path through the seeds' "
                                    "ws, per grid cell, as the official gen_videos.py.",
                        epilog=_EXAMPLES["interpolate"])
-    i.add_argument("--w-frames", type=_positive_int, default=120, help="frames between keyframes (default 120)")
-    i.add_argument("--num-keyframes", type=_positive_int,
+    i.add_argument("--w-frames", type=bounded_int(1, MAX_FRAMES), default=120,
+                   help="frames between keyframes (default 120)")
+    i.add_argument("--num-keyframes", type=bounded_int(1, MAX_FRAMES),
                    help="keyframes per cell (default: number of seeds / grid cells)")
-    i.add_argument("--shuffle-seed", type=int, help="shuffle the keyframe seeds with this seed")
+    i.add_argument("--shuffle-seed", type=bounded_int(0, 2 ** 32 - 1), help="shuffle the keyframe seeds with this seed")
     i.add_argument("--kind", choices=("cubic", "linear"), default="cubic", help="interpolation (default cubic)")
     i.add_argument("--no-loop", action="store_true", help="end on the last seed instead of looping back")
     i.set_defaults(path_default="orbit")
@@ -185,19 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=_EXAMPLES["images"])
     m.add_argument("--grid", metavar="COLSxROWS", help="seeds layout of a single .png output (default one row)")
     m.add_argument("--yaws", type=_floats(), metavar="LIST", help="view yaws in degrees, e.g. 23,0,-23")
-    m.add_argument("--pitches", type=_floats(), metavar="LIST", help="view pitches (one value = all views)")
+    m.add_argument("--pitches", type=_floats(bound=PITCH), metavar="LIST", help="view pitches (one value = all views)")
     m.add_argument("--split-views", action="store_true", help="one file per view instead of a strip")
 
-    from app.mesh import OFFICIAL_TRIM
+    from app.mesh import MAX_RES, OFFICIAL_TRIM
     s = sub.add_parser("mesh", parents=[common], formatter_class=fmt,
                        help="marching-cubes mesh (.ply/.obj) and density grid (.mrc)",
                        description="Mesh of the density field: N^3 grid over the tri-plane box (chunked), "
                                    "marching cubes at --level, vertex colours from the decoder.",
                        epilog=_EXAMPLES["mesh"])
-    s.add_argument("--res", type=_positive_int, default=256, help="grid samples per axis (default 256; official 512)")
-    s.add_argument("--level", type=float, default=None,
+    s.add_argument("--res", type=bounded_int(2, MAX_RES), default=256,
+                   help="grid samples per axis (default 256; official 512); refused up front if the grid "
+                        "does not fit in the memory available")
+    s.add_argument("--level", type=finite_float(), default=None,
                    help="iso-level of the raw density (default 10, official; a fitted scene's surface_level)")
-    s.add_argument("--trim", type=float, default=None,
+    s.add_argument("--trim", type=finite_float(0, 0.49), default=None,
                    help=f"border of the box to clear, fraction per face (default {OFFICIAL_TRIM:.4f} = 30/256, "
                         "official; 0 for a fitted scene; 0 keeps everything)")
     s.add_argument("--no-close", action="store_true", help="do not clear the outermost layer (open borders)")
@@ -205,14 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--largest", action="store_true", help="keep only the largest connected piece")
     s.add_argument("--formats", metavar="LIST",
                    help="also write these formats next to --out, e.g. obj,mrc (ply, obj, mrc)")
-    s.add_argument("--chunk", type=_positive_int, default=1 << 18, help="points per density batch (default 262144)")
+    s.add_argument("--chunk", type=bounded_int(1, 1 << 24), default=1 << 18,
+                   help="points per density batch (default 262144)")
     return parser
 
 
 def build_state(args, view: bool = True):
     """The viewer state of the export: --state (or defaults) with the given flags applied."""
     from app.state import ViewerState
-    st = ViewerState.load(args.state) if args.state else ViewerState()
+    st = _load_state_file(args.state) if args.state else ViewerState()
     changes = {}
     for flag, field in (("trunc", "trunc_psi"), ("trunc_cutoff", "trunc_cutoff"), ("cond", "cond_mode"),
                         ("cond_yaw", "cond_yaw"), ("cond_pitch", "cond_pitch"), ("noise_mode", "noise_mode")):
@@ -240,6 +264,23 @@ def build_state(args, view: bool = True):
     st = st.copy(**changes)
     st.validate()
     return st
+
+
+def _load_state_file(path: str):
+    """--state FILE through app.state, with one line naming the file for anything unreadable."""
+    from app.state import ViewerState
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"--state {path}: is a folder; give a .json state or a PNG saved by the viewer")
+    if not p.is_file():
+        raise FileNotFoundError(f"--state {path}: no such file")
+    from PIL import Image
+    try:
+        return ViewerState.load(p)
+    except (OSError, ValueError, RecursionError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise ValueError(f"--state {path}: not a viewer state ({reason}); give a .json state or a PNG "
+                         "saved by the viewer or by `images`") from None
 
 
 def resolve_device(name: str) -> str:
@@ -286,18 +327,23 @@ def _run(args) -> List[Path]:
     state = build_state(args, view=view)
     device = resolve_device(args.device)
     G, network = load_generator(args.network, device)
+    channels = getattr(getattr(getattr(G, "cfg", None), "decoder", None), "output_features", None)
+    if view and args.feature_channel is not None and channels is not None and args.feature_channel >= channels:
+        raise ValueError(f"--feature-channel {args.feature_channel}: the model has {channels} feature channels "
+                         f"(0..{channels - 1})")
     out = Path(args.out)
     if args.command in ("turntable", "interpolate") and args.png_frames and out.suffix.lower() in E.VIDEO_SUFFIXES:
         raise E.ExportError(f"--png-frames writes a folder of PNGs; give a folder name, not {out.name!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
     bar = not args.quiet
     seeds = args.seeds
+    guard = dict(network=network, bar=bar, overwrite=args.overwrite, protect=args.state)
     if args.command == "mesh":
         return M.export_mesh(G, args.out, state, seeds, res=args.res, level=args.level, trim=args.trim,
                              close=not args.no_close, color=not args.no_color, largest=args.largest,
                              formats=args.formats.split(",") if args.formats else None, chunk=args.chunk,
-                             network=network, bar=bar)
-    common = dict(size=args.size, depth_side=args.depth_side, network=network, bar=bar)
+                             **guard)
+    common = dict(size=args.size, depth_side=args.depth_side, **guard)
     if args.command == "images":
         yaws = args.yaws or [0.0]
         pitches = args.pitches or [0.0]
@@ -326,24 +372,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    from app.export import ExportCancelled, ExportError
+    from app.export import ExportCancelled
+
+    def body() -> int:
+        try:
+            written = run(args)
+        except ExportCancelled:
+            print("cancelled: nothing was written under the output name", file=sys.stderr)
+            return 130
+        for path in written:
+            print(path)
+        return 0
+
     previous = _terminate_as_interrupt()
     try:
-        written = run(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: nothing was written under the output name", file=sys.stderr)
-        return 130
-    except ExportCancelled:
-        print("cancelled: nothing was written under the output name", file=sys.stderr)
-        return 130
-    except (ExportError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return run_guarded(body, debug=args.debug, interrupted="interrupted: nothing was written under the output name")
     finally:
         _restore_sigterm(previous)
-    for path in written:
-        print(path)
-    return 0
 
 
 def _terminate_as_interrupt():

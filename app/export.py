@@ -26,17 +26,17 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import threading
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+
+from model.output import SIGNATURE, AtomicOutput, check_replace, has_signature
 
 from . import state as S
 
@@ -45,6 +45,15 @@ PathLike = Union[str, os.PathLike]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
 CAMERA_PATHS = ("360", "sweep", "orbit", "static")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+CRF_RANGE = (0.0, 51.0)                 # x264's constant rate factor
+FPS_RANGE = (0.0, 240.0)                # (lo, hi]
+BITRATE_RANGE = (1e3, 1e9)              # bits per second
+MAX_FRAMES = 100_000                    # per video: about 55 min at 30 fps
+MAX_GRID_CELLS = 256
+MAX_VIDEO_SIDE = 8192                   # H.264 level 6.2 covers 8192x4320
+MAX_IMAGE_SIDE = 16384
 
 
 class ExportError(ValueError):
@@ -101,43 +110,51 @@ def parse_grid(text: Union[str, Tuple[int, int], None]) -> Tuple[int, int]:
         cols, rows = int(match.group(1)), int(match.group(2))
     if cols < 1 or rows < 1:
         raise ExportError(f"grid must be at least 1x1, got {cols}x{rows}")
+    if cols * rows > MAX_GRID_CELLS:
+        raise ExportError(f"grid {cols}x{rows} has {cols * rows} cells; at most {MAX_GRID_CELLS} are supported")
     return cols, rows
 
 
+def parse_bitrate(text: str) -> str:
+    """'10M', '800k', '2500000' -> the same text for ffmpeg, after checking it is a sane rate."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*", str(text))
+    if match is None:
+        raise ExportError(f"bitrate {text!r} is not a rate; use e.g. 10M or 800k")
+    value = float(match.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[match.group(2).lower()]
+    if not BITRATE_RANGE[0] <= value <= BITRATE_RANGE[1]:
+        raise ExportError(f"bitrate {text!r} is outside 1k..1G bits per second")
+    return match.group(1) + match.group(2)
+
+
+def check_grid_fill(count: int, grid: Tuple[int, int]) -> None:
+    """Refuse a grid whose last row(s) would stay black: e.g. 2 seeds in a 3x3 grid."""
+    cols, rows = grid
+    if count <= cols * rows and count <= cols * (rows - 1):
+        raise ExportError(f"grid {cols}x{rows} has {cols * rows} cells but only {count} seed(s) are given, "
+                          f"so whole rows would stay black; give more seeds or a smaller grid")
+
+
+def check_frame_side(width: int, height: int, limit: int, what: str) -> None:
+    """Refuse an output frame larger than `limit` pixels per side before anything is rendered."""
+    if max(width, height) > limit:
+        raise ExportError(f"{what} would be {width}x{height} pixels; at most {limit} per side "
+                          "(use a smaller --size or --grid)")
+
+
 # --------------------------------------------------------------------------------------------
-# Atomic files
+# The overwrite rule (model.output): we replace only files that carry our signature
 
 
-def temp_path_for(final: PathLike, suffix: str = ".tmp") -> Path:
-    """A unique hidden sibling of `final` (same folder, so the final rename is atomic)."""
-    final = Path(final)
-    return final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+def is_own_file(path: Path) -> bool:
+    """Whether `path` is a file one of our exports wrote (PNG text, video metadata, PLY/OBJ
+    comment and MRC label all carry `model.output.SIGNATURE`)."""
+    return path.is_file() and has_signature(path, SIGNATURE)
 
 
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
-@contextlib.contextmanager
-def atomic_output(final: PathLike, suffix: str = ".tmp"):
-    """Yield a temporary path next to `final`; on success rename it over `final`, on any
-    exception (KeyboardInterrupt included) delete it and re-raise."""
-    final = Path(final)
-    if not final.parent.exists():
-        raise ExportError(f"output folder {final.parent} does not exist")
-    tmp = temp_path_for(final, suffix)
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise RuntimeError(f"nothing was written to {tmp}")
-        os.replace(tmp, final)
-    except BaseException:
-        _remove(tmp)
-        raise
+def check_output(path: PathLike, overwrite: bool = False, protect: Sequence[Optional[PathLike]] = ()) -> None:
+    """Refuse (OutputRefused) an output path that holds a file we did not write, unless overwrite;
+    never one of the inputs (`protect`: the checkpoint, the state file)."""
+    check_replace(path, overwrite, is_own_file, protect=[p for p in protect if p is not None], what="output")
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +213,8 @@ class VideoWriter(_FrameWriter):
         self.crf, self.bitrate, self.preset, self.codec, self.pix_fmt = crf, bitrate, preset, codec, pix_fmt
         self.extra_output_params = list(extra_output_params)
         self.exe = imageio_ffmpeg.get_ffmpeg_exe()
-        self.tmp = temp_path_for(self.path)
+        self._out = AtomicOutput(self.path)
+        self.tmp = self._out.tmp
         self.size: Optional[Tuple[int, int]] = None   # (width, height) after even padding
         self.frames = 0
         self._proc: Optional[subprocess.Popen] = None
@@ -210,6 +228,7 @@ class VideoWriter(_FrameWriter):
                "-s", f"{width}x{height}", "-r", f"{self.fps:.6g}", "-i", "-", "-an",
                "-vcodec", self.codec, "-pix_fmt", self.pix_fmt, "-preset", self.preset]
         cmd += ["-b:v", str(self.bitrate)] if self.bitrate else ["-crf", f"{self.crf:g}"]
+        cmd += ["-metadata", f"comment={SIGNATURE.decode()} (visualizer.py)"]     # lets us recognise our files
         if container in ("mp4", "mov"):
             cmd += ["-movflags", "+faststart"]
         cmd += self.extra_output_params + ["-f", container, str(self.tmp)]
@@ -248,6 +267,7 @@ class VideoWriter(_FrameWriter):
             return self.path
         if self._proc is None:
             self._done = True
+            self._out.abort()
             raise RuntimeError("no frames were written")
         with contextlib.suppress(BrokenPipeError, OSError):
             self._proc.stdin.close()
@@ -257,9 +277,8 @@ class VideoWriter(_FrameWriter):
             log = self._ffmpeg_log()
             self._cleanup()
             raise RuntimeError(f"ffmpeg failed with exit code {code}: {log}")
-        os.replace(self.tmp, self.path)
         self._close_log()
-        return self.path
+        return self._out.commit()
 
     def abort(self) -> None:
         """Kill ffmpeg and delete the partial file (safe to call more than once)."""
@@ -273,7 +292,7 @@ class VideoWriter(_FrameWriter):
         if self._proc is not None and self._proc.stdin and not self._proc.stdin.closed:
             with contextlib.suppress(OSError):
                 self._proc.stdin.close()
-        _remove(self.tmp)
+        self._out.abort()
         self._close_log()
 
     def _close_log(self) -> None:
@@ -285,24 +304,19 @@ class VideoWriter(_FrameWriter):
 class PngSequenceWriter(_FrameWriter):
     """Lossless alternative to `VideoWriter`: frame_00000.png, ... in the folder `path`,
     assembled in a hidden temporary folder and renamed into place when complete. An existing
-    folder at `path` is replaced only if it holds nothing but frame_*.png files."""
+    folder at `path` is replaced only if it is empty or holds nothing but frame_*.png files
+    (or overwrite=True)."""
 
     pattern = "frame_{:05d}.png"
 
-    def __init__(self, path: PathLike, fps: float = 30, metadata: Optional[dict] = None, **_ignored):
+    def __init__(self, path: PathLike, fps: float = 30, metadata: Optional[dict] = None,
+                 overwrite: bool = False, **_ignored):
         self.path = Path(path)
-        if not self.path.parent.exists():
-            raise ExportError(f"output folder {self.path.parent} does not exist")
-        if self.path.exists():
-            if not self.path.is_dir():
-                raise ExportError(f"{self.path} exists and is not a folder")
-            foreign = [p.name for p in self.path.iterdir() if not re.fullmatch(r"frame_\d+\.png", p.name)]
-            if foreign:
-                raise ExportError(f"{self.path} holds other files ({foreign[:3]}); choose an empty folder")
+        check_replace(self.path, overwrite, is_frame_folder, what="output")
         self.fps = fps
         self.metadata = dict(metadata or {})
-        self.tmp = temp_path_for(self.path, suffix=".partial.tmp")
-        self.tmp.mkdir()
+        self._out = AtomicOutput(self.path, directory=True)
+        self.tmp = Path(self._out.tmp)
         self.size: Optional[Tuple[int, int]] = None
         self.frames = 0
         self._done = False
@@ -319,35 +333,37 @@ class PngSequenceWriter(_FrameWriter):
         self.frames += 1
 
     def close(self) -> Path:
-        if self._done:
-            return self.path
         self._done = True
-        if self.path.exists():
-            old = temp_path_for(self.path, suffix=".old.tmp")
-            os.replace(self.path, old)
-            os.replace(self.tmp, self.path)
-            _remove(old)
-        else:
-            os.replace(self.tmp, self.path)
-        return self.path
+        return self._out.commit()
 
     def abort(self) -> None:
         self._done = True
-        _remove(self.tmp)
+        self._out.abort()
+
+
+def is_frame_folder(path: Path) -> bool:
+    """A folder `PngSequenceWriter` wrote: nothing but frame_NNNNN.png files."""
+    return path.is_dir() and all(re.fullmatch(r"frame_\d+\.png", p.name) and p.is_file() for p in path.iterdir())
 
 
 def open_frame_writer(path: PathLike, fps: float, png_sequence: Optional[bool] = None,
-                      metadata: Optional[dict] = None, **video_kwargs):
+                      metadata: Optional[dict] = None, overwrite: bool = False, **video_kwargs):
     """A VideoWriter for .mp4/.mov/.mkv, a PngSequenceWriter for a folder (png_sequence=True,
-    or a path without any suffix); other suffixes are an error."""
+    or a path without any suffix); other suffixes are an error. An existing output is replaced
+    only if we wrote it (or overwrite=True)."""
     path = Path(path)
     if png_sequence is None:
         png_sequence = path.suffix == ""
     if png_sequence:
-        return PngSequenceWriter(path, fps=fps, metadata=metadata)
+        return PngSequenceWriter(path, fps=fps, metadata=metadata, overwrite=overwrite)
+    check_video_path(path)
+    check_output(path, overwrite)
+    return VideoWriter(path, fps=fps, **video_kwargs)
+
+
+def check_video_path(path: Path) -> None:
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise ExportError(f"video output must end in {'/'.join(VIDEO_SUFFIXES)}, got {path.name!r}")
-    return VideoWriter(path, fps=fps, **video_kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,7 +376,7 @@ def save_png(image: np.ndarray, path: PathLike, metadata: Optional[dict] = None,
     readable 'Description' and 'Software'); extra_text adds raw tEXt chunks."""
     from PIL import Image, PngImagePlugin
     info = PngImagePlugin.PngInfo()
-    info.add_text("Software", "eg3d toolkit (visualizer.py)")
+    info.add_text("Software", f"{SIGNATURE.decode()} (visualizer.py)")
     for key, value in (extra_text or {}).items():
         info.add_text(key, value)
     if metadata:
@@ -373,8 +389,8 @@ def save_png(image: np.ndarray, path: PathLike, metadata: Optional[dict] = None,
     if not atomic:
         img.save(path, format="PNG", pnginfo=info, compress_level=4)
         return path
-    with atomic_output(path) as tmp:
-        img.save(tmp, format="PNG", pnginfo=info, compress_level=4)
+    with AtomicOutput(path) as out:
+        img.save(out.tmp, format="PNG", pnginfo=info, compress_level=4)
     return path
 
 
@@ -481,6 +497,7 @@ def camera_path(kind: str, frames: int, yaw_range: Optional[float] = None,
     """
     if frames < 1:
         raise ExportError(f"need at least one frame, got {frames}")
+    _check_frames(frames)
     denom = frames if (loop or frames == 1) else frames - 1
     t = np.arange(frames, dtype=np.float64) / denom
     if kind == "360":
@@ -615,11 +632,34 @@ def _page_path(out: Path, index: int, count: int, first_seed: Optional[int]) -> 
     return out.with_name(f"{out.stem}{tag}{out.suffix}")
 
 
+def _check_video_targets(targets: Sequence[Path], video: "VideoOptions", overwrite: bool,
+                         protect: Sequence[Optional[PathLike]]) -> None:
+    """Every page's output may be written (suffix, overwrite rule), checked before rendering."""
+    for target in targets:
+        if video.is_png_sequence(target):
+            check_replace(target, overwrite, is_frame_folder, protect=[p for p in protect if p], what="output")
+        else:
+            check_video_path(target)
+            check_output(target, overwrite, protect)
+
+
+def _frame_dims(G, st: S.ViewerState, grid: Tuple[int, int], size: Optional[int], depth_side: bool,
+                views: int = 1) -> Tuple[int, int]:
+    """(width, height) of one output frame / image, known before rendering."""
+    cell = size or native_size(G, st)
+    return grid[0] * cell * views * (2 if depth_side and st.render_type != "depth" else 1), grid[1] * cell
+
+
+def _check_frames(total: int) -> None:
+    if total > MAX_FRAMES:
+        raise ExportError(f"{total} frames requested; at most {MAX_FRAMES} per video")
+
+
 def _write_video(frames_iter: Iterator[np.ndarray], target: Path, total: int, video: "VideoOptions",
-                 meta: dict, desc: str, progress, cancel, bar) -> Path:
+                 meta: dict, desc: str, progress, cancel, bar, overwrite: bool = False) -> Path:
     with Progress(total, desc, progress, cancel, bar) as prog:
         try:
-            with video.writer(target, meta) as writer:
+            with video.writer(target, meta, overwrite) as writer:
                 for frame in frames_iter:
                     writer.write(frame)
                     prog.update()
@@ -638,9 +678,22 @@ class VideoOptions:
     preset: str = "medium"
     png_sequence: Optional[bool] = None
 
-    def writer(self, path: Path, metadata: dict):
+    def __post_init__(self):
+        if not (math.isfinite(self.fps) and FPS_RANGE[0] < self.fps <= FPS_RANGE[1]):
+            raise ExportError(f"fps must be in (0, {FPS_RANGE[1]:g}], got {self.fps}")
+        if not (math.isfinite(self.crf) and CRF_RANGE[0] <= self.crf <= CRF_RANGE[1]):
+            raise ExportError(f"crf must be in [{CRF_RANGE[0]:g}, {CRF_RANGE[1]:g}] (x264), got {self.crf}")
+        if self.bitrate is not None:
+            self.bitrate = parse_bitrate(self.bitrate)
+        if self.preset not in X264_PRESETS:
+            raise ExportError(f"unknown x264 preset {self.preset!r}; choose one of {', '.join(X264_PRESETS)}")
+
+    def writer(self, path: Path, metadata: dict, overwrite: bool = False):
         return open_frame_writer(path, self.fps, png_sequence=self.png_sequence, metadata=metadata,
-                                 crf=self.crf, bitrate=self.bitrate, preset=self.preset)
+                                 overwrite=overwrite, crf=self.crf, bitrate=self.bitrate, preset=self.preset)
+
+    def is_png_sequence(self, path: Path) -> bool:
+        return path.suffix == "" if self.png_sequence is None else self.png_sequence
 
 
 # --------------------------------------------------------------------------------------------
@@ -676,20 +729,25 @@ def export_turntable(G, out: PathLike, state: Optional[S.ViewerState] = None, se
                      size: Optional[int] = None, depth_side: bool = False,
                      video: Optional[VideoOptions] = None, network: Optional[PathLike] = None,
                      progress: Optional[ProgressFn] = None, cancel: Optional[threading.Event] = None,
-                     bar: bool = True) -> List[Path]:
+                     bar: bool = True, overwrite: bool = False, protect: Optional[PathLike] = None) -> List[Path]:
     """Write turntable video(s) of `state` (default: a default ViewerState) for each seed
     (None = the state's own latent). Seeds fill the grid row by row; more seeds than cells make
     several videos (out_00_seed0000.mp4, out_01_seed0004.mp4, ...). Returns the written paths.
-    The viewer can call this from a worker thread with progress/cancel (bar=False)."""
+    The viewer can call this from a worker thread with progress/cancel (bar=False). An existing
+    output is replaced only if we wrote it, or with overwrite; never `network` or `protect`."""
     base = state or S.ViewerState()
     grid = parse_grid(grid)
     cell_seeds = _resolve_seeds(seeds)
+    check_grid_fill(len(cell_seeds), grid)
     video = video or VideoOptions()
     out = Path(out)
+    check_frame_side(*_frame_dims(G, base, grid, size, depth_side), MAX_VIDEO_SIDE, "a turntable frame")
+    _check_frames(frames)
     pages = _pages(cell_seeds, grid[0] * grid[1])
+    targets = [_page_path(out, index, len(pages), page[0]) for index, page in enumerate(pages)]
+    _check_video_targets(targets, video, overwrite, (network, protect))
     written: List[Path] = []
-    for index, page in enumerate(pages):
-        target = _page_path(out, index, len(pages), page[0])
+    for page, target in zip(pages, targets):
         meta = dict(provenance(network), kind="turntable", seeds=page, grid=list(grid), frames=frames,
                     path=path, yaw_range=yaw_range, pitch_range=pitch_range, fps=video.fps,
                     state=base.to_dict())
@@ -697,7 +755,7 @@ def export_turntable(G, out: PathLike, state: Optional[S.ViewerState] = None, se
                                path=path, yaw_range=yaw_range, pitch_range=pitch_range, size=size,
                                depth_side=depth_side)
         written.append(_write_video(gen, target, frames, video, meta, f"turntable {target.name}",
-                                    progress, cancel, bar))
+                                    progress, cancel, bar, overwrite=True))     # checked above
     return written
 
 
@@ -775,6 +833,7 @@ def interpolation_frames(G, state: Optional[S.ViewerState] = None, seeds=None, *
         num_keyframes = len(seeds) // cells
     if num_keyframes < 1 or w_frames < 1:
         raise ExportError("need num_keyframes >= 1 and w_frames >= 1")
+    _check_frames(num_keyframes * w_frames)
     all_seeds = np.array([seeds[i % len(seeds)] for i in range(num_keyframes * cells)], dtype=np.int64)
     if shuffle_seed is not None:
         np.random.RandomState(shuffle_seed).shuffle(all_seeds)
@@ -811,11 +870,16 @@ def export_interpolation(G, out: PathLike, state: Optional[S.ViewerState] = None
                          depth_side: bool = False, num_keyframes: Optional[int] = None,
                          shuffle_seed: Optional[int] = None, video: Optional[VideoOptions] = None,
                          network: Optional[PathLike] = None, progress: Optional[ProgressFn] = None,
-                         cancel: Optional[threading.Event] = None, bar: bool = True) -> Path:
-    """Write a latent-walk video (see `interpolation_frames`); default 60 fps as the official."""
+                         cancel: Optional[threading.Event] = None, bar: bool = True,
+                         overwrite: bool = False, protect: Optional[PathLike] = None) -> Path:
+    """Write a latent-walk video (see `interpolation_frames`); default 60 fps as the official.
+    An existing output is replaced only if we wrote it, or with overwrite."""
     base = state or S.ViewerState()
     video = video or VideoOptions(fps=60)
     out = Path(out)
+    check_frame_side(*_frame_dims(G, base, parse_grid(grid), size, depth_side), MAX_VIDEO_SIDE,
+                     "a latent-walk frame")
+    _check_video_targets([out], video, overwrite, (network, protect))
     total, gen = interpolation_frames(G, base, seeds, grid=parse_grid(grid), w_frames=w_frames, kind=kind,
                                       loop=loop, path=path, yaw_range=yaw_range, pitch_range=pitch_range,
                                       size=size, depth_side=depth_side, num_keyframes=num_keyframes,
@@ -824,7 +888,8 @@ def export_interpolation(G, out: PathLike, state: Optional[S.ViewerState] = None
                 grid=list(parse_grid(grid)), w_frames=w_frames, interpolation=kind, loop=loop, path=path,
                 yaw_range=yaw_range, pitch_range=pitch_range, fps=video.fps, shuffle_seed=shuffle_seed,
                 state=base.to_dict())
-    return _write_video(gen, out, total, video, meta, f"interpolate {out.name}", progress, cancel, bar)
+    return _write_video(gen, out, total, video, meta, f"interpolate {out.name}", progress, cancel, bar,
+                        overwrite=True)     # checked above
 
 
 # --------------------------------------------------------------------------------------------
@@ -835,32 +900,50 @@ def export_images(G, out: PathLike, state: Optional[S.ViewerState] = None, seeds
                   views: Sequence[Tuple[float, float]] = ((0.0, 0.0),), size: Optional[int] = None,
                   depth_side: bool = False, split_views: bool = False,
                   network: Optional[PathLike] = None, progress: Optional[ProgressFn] = None,
-                  cancel: Optional[threading.Event] = None, bar: bool = True) -> List[Path]:
+                  cancel: Optional[threading.Event] = None, bar: bool = True,
+                  overwrite: bool = False, protect: Optional[PathLike] = None) -> List[Path]:
     """PNG stills with metadata: the checkpoint's path and SHA-256, seed, psi, camera (angles
     and the 25-value label) and the full viewer state, so `--state IMAGE.png` reproduces a view.
 
     views: (yaw, pitch) offsets in degrees from the state's camera; a seed's views are placed
     side by side (the official gen_samples uses (23, -11.5), (0, -11.5), (-23, -11.5)).
-    out ending in .png: one grid image, seeds laid out by `grid` (default one row); otherwise
-    out is a folder receiving seed0000.png per seed (seed0000_view0.png... with split_views)."""
+    out ending in .png: one grid image, seeds laid out by `grid` (default one row); out without a
+    suffix (or an existing folder) is a folder receiving seed0000.png per seed (seed0000_view0.png...
+    with split_views). Existing files are replaced only if we wrote them, or with overwrite."""
     base = state or S.ViewerState()
     cell_seeds = _resolve_seeds(seeds)
     views = [(float(y), float(p)) for y, p in views]
     if not views:
         raise ExportError("no views given")
+    if not all(math.isfinite(v) for view in views for v in view):
+        raise ExportError(f"view angles must be finite numbers, got {views}")
     out = Path(out)
     single = out.suffix.lower() == ".png"
+    protect = (network, protect)
     if single:
         grid = parse_grid(grid) if grid is not None else (len(cell_seeds), 1)
         if len(cell_seeds) > grid[0] * grid[1]:
             raise ExportError(f"{len(cell_seeds)} seeds do not fit a {grid[0]}x{grid[1]} grid")
-        if not out.parent.exists():
-            raise ExportError(f"output folder {out.parent} does not exist")
+        check_grid_fill(len(cell_seeds), grid)
+        check_frame_side(*_frame_dims(G, base, grid, size, depth_side, len(views)), MAX_IMAGE_SIDE, "the image")
+        check_output(out, overwrite, protect)
     else:
         if grid is not None:
             raise ExportError("a grid needs an output ending in .png (one image)")
+        if out.suffix and not out.is_dir():
+            raise ExportError(f"--out {out}: give a .png file or a folder name without a suffix "
+                              f"(not {out.suffix!r})")
         if out.exists() and not out.is_dir():
             raise ExportError(f"{out} exists and is not a folder")
+        per_view = split_views and len(views) > 1
+        check_frame_side(*_frame_dims(G, base, (1, 1), size, depth_side, 1 if per_view else len(views)),
+                         MAX_IMAGE_SIDE, "an image")
+        for seed in cell_seeds:
+            number = seed_state(base, seed).seed
+            names = ([f"seed{number:04d}_view{v}.png" for v in range(len(views))] if per_view
+                     else [f"seed{number:04d}.png"])
+            for name in names:
+                check_output(out / name, overwrite, protect)
         out.mkdir(parents=True, exist_ok=True)
     renderer = StateRenderer(G, size=size, depth_side=depth_side, cache_size=2)
     prov = provenance(network)

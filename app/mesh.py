@@ -28,12 +28,20 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from model.output import SIGNATURE, AtomicOutput
+
 from . import state as S
-from .export import (ExportCancelled, ExportError, Progress, ProgressFn, atomic_output, parse_seeds, provenance,
+from .export import (ExportCancelled, ExportError, Progress, ProgressFn, check_output, parse_seeds, provenance,
                      seed_state)
 
 OFFICIAL_TRIM = 30 / 256
 MESH_FORMATS = ("ply", "obj", "mrc")
+MAX_RES = 4096
+# Memory model of an export (measured with tracemalloc): the float32 grid, a second copy for the
+# .mrc (flipped), and marching cubes' output, which grows with the surface (~N^2).
+GRID_BYTES_PER_VOXEL = 4
+SURFACE_BYTES_PER_N2 = 200
+MEMORY_HEADROOM = 0.8                # use at most this fraction of the memory available now
 DensityFn = Callable[[torch.Tensor], Dict[str, torch.Tensor]]   # points [1, M, 3] -> sigma, rgb
 
 
@@ -164,8 +172,10 @@ def write_mesh(path, verts: np.ndarray, faces: np.ndarray, colors: Optional[np.n
     verts = np.asarray(verts, dtype=np.float32)
     faces = np.asarray(faces, dtype=np.int64)
     comments = [c.replace("\n", " ").replace("\r", " ") for c in comments]
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as f:
+    if not any(SIGNATURE.decode() in c for c in comments):
+        comments.insert(0, f"written by {SIGNATURE.decode()}")     # lets the overwrite rule recognise it
+    with AtomicOutput(path) as out:
+        with open(out.tmp, "wb") as f:
             if kind == "ply":
                 _write_ply(f, verts, faces, colors, comments)
             else:
@@ -215,10 +225,12 @@ def write_mrc(path, grid: np.ndarray, spec: GridSpec) -> Path:
     import mrcfile
     path = Path(path)
     data = np.ascontiguousarray(np.flip(grid, 0), dtype=np.float32)
-    with atomic_output(path) as tmp:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
+    with AtomicOutput(path) as out:
+        with mrcfile.new(out.tmp, overwrite=True) as mrc:
             mrc.set_data(data)
             mrc.voxel_size = spec.spacing
+            mrc.header.label[0] = SIGNATURE + b" (visualizer.py mesh)"
+            mrc.header.nlabl = 1
     return path
 
 
@@ -272,6 +284,47 @@ def output_paths(out, formats: Optional[Sequence[str]] = None) -> List[Path]:
     return [out.with_suffix("." + f) for f in dict.fromkeys(fmts)]
 
 
+def estimate_memory(res: int, formats: Sequence[str]) -> int:
+    """Bytes an export of an res^3 grid needs at its peak (see the memory model above)."""
+    grid = GRID_BYTES_PER_VOXEL * res ** 3
+    return grid * (2 if "mrc" in formats else 1) + SURFACE_BYTES_PER_N2 * res ** 2
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available now (Linux MemAvailable, capped by a cgroup limit); None if unknown."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            found.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def check_memory(res: int, formats: Sequence[str]) -> None:
+    """Refuse, before sampling anything, a grid that does not fit in the memory available."""
+    if not 2 <= res <= MAX_RES:
+        raise ExportError(f"--res must be in [2, {MAX_RES}], got {res}")
+    need, have = estimate_memory(res, formats), available_memory()
+    if have is not None and need > MEMORY_HEADROOM * have:
+        fits = max(r for r in range(2, res) if estimate_memory(r, formats) <= MEMORY_HEADROOM * have) \
+            if estimate_memory(2, formats) <= MEMORY_HEADROOM * have else None
+        hint = f"; use --res {fits} or less" if fits else ""
+        raise ExportError(f"--res {res} needs about {need / 2**30:.1f} GiB ({res}^3 density grid) but only "
+                          f"{have / 2**30:.1f} GiB of memory is available{hint}")
+
+
 def default_level(G) -> float:
     """The model's iso-level: a fitted scene's `surface_level`, else the official 10."""
     return float(getattr(G, "surface_level", 10.0))
@@ -286,19 +339,27 @@ def export_mesh(G, out, state: Optional[S.ViewerState] = None, seeds=None, *, re
                 level: Optional[float] = None, trim: Optional[float] = None, close: bool = True,
                 color: bool = True, largest: bool = False, formats: Optional[Sequence[str]] = None,
                 chunk: int = 1 << 18, network=None, progress: Optional[ProgressFn] = None,
-                cancel: Optional[threading.Event] = None, bar: bool = True) -> List[Path]:
+                cancel: Optional[threading.Event] = None, bar: bool = True,
+                overwrite: bool = False, protect=None) -> List[Path]:
     """Mesh(es) of the state's latent for each seed (None = the state's own latent). With more
     than one seed the files get a _seed0000 suffix. Returns every path written. level None: the
     model's (`default_level`: a fitted scene's surface_level, else 10); trim None: `default_trim`.
-    G may be a fitted scene (`model.scene.SceneGenerator`): its density, over its box."""
+    G may be a fitted scene (`model.scene.SceneGenerator`): its density, over its box. The memory
+    the grid needs is checked first; existing files are replaced only if we wrote them (or
+    overwrite), never `network` / `protect`."""
     base = state or S.ViewerState()
     level = default_level(G) if level is None else float(level)
     trim = default_trim(G) if trim is None else float(trim)
     cell_seeds = [None] if seeds is None else list(parse_seeds(seeds))
     targets = output_paths(out, formats)
+    if not (math.isfinite(level) and math.isfinite(trim) and 0 <= trim < 0.5):
+        raise ExportError(f"need a finite --level and a --trim in [0, 0.5), got level {level}, trim {trim}")
+    check_memory(res, [t.suffix.lower().lstrip(".") for t in targets])
     for t in targets:
         if not t.parent.exists():
             raise ExportError(f"output folder {t.parent} does not exist")
+        for seed in cell_seeds:
+            check_output(_seed_path(t, seed, len(cell_seeds)), overwrite, (network, protect))
     device = next(G.parameters()).device
     spec = GridSpec(res, float(G.cfg.rendering.box_warp))
     written: List[Path] = []
@@ -325,9 +386,13 @@ def export_mesh(G, out, state: Optional[S.ViewerState] = None, seeds=None, *, re
                     f"grid {res}^3 over a {spec.side:g} cube, level {level:g} (raw density), trim {trim:g}",
                     "units: world (cameras' frame, +y up, frontal camera on +z)"]
         for t in targets:
-            path = t if len(cell_seeds) == 1 else t.with_name(f"{t.stem}_seed{st.seed:04d}{t.suffix}")
+            path = _seed_path(t, st.seed, len(cell_seeds))
             if t.suffix.lower() == ".mrc":
                 written.append(write_mrc(path, grid, spec))
             else:
                 written.append(write_mesh(path, result.verts, result.faces, result.colors, comments))
     return written
+
+
+def _seed_path(target: Path, seed: Optional[int], count: int) -> Path:
+    return target if count == 1 else target.with_name(f"{target.stem}_seed{seed:04d}{target.suffix}")

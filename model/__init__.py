@@ -7,11 +7,12 @@
     out = G.render(planes, ws, c)                              # image, image_raw, image_depth, ...
 """
 from . import camera, config, presets
-from .checkpoint import (CheckpointError, build_discriminator, build_generator, atomic_write, load, load_all,
+from .checkpoint import (CheckpointError, build_discriminator, build_generator, load, load_all,
                          load_extra_tensors, read_metadata, save)
 from .config import DiscriminatorConfig, GeneratorConfig
 from .discriminator import DualDiscriminator
 from .generator import TriPlaneGenerator
+from .output import atomic_write
 
 __all__ = [
     "camera", "config", "presets", "CheckpointError", "build_discriminator", "build_generator",

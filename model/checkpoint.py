@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import sys
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
 
@@ -17,8 +17,10 @@ import torch
 from torch import nn
 
 from .config import DiscriminatorConfig, GeneratorConfig
+from .config_check import check_config, check_fits
 from .discriminator import DualDiscriminator
 from .generator import TriPlaneGenerator
+from .output import atomic_write
 
 FORMAT = "eg3d-triplane/1"
 NET_NAMES = ("G_ema", "G", "D")
@@ -45,29 +47,7 @@ def _kind(module: nn.Module) -> str:
     raise TypeError(f"cannot save a {type(module).__name__}: expected a TriPlaneGenerator or DualDiscriminator")
 
 
-def atomic_write(path: PathLike, write_fn) -> None:
-    """Call write_fn(temp_path) and rename the result onto path; no partial file ever appears."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())       # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 EXTRA_PREFIX = "extra."
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save(path: PathLike, nets: Union[nn.Module, Mapping[str, nn.Module]],
@@ -117,8 +97,14 @@ def read_metadata(path: PathLike) -> Dict[str, str]:
     except Exception as exc:  # safetensors raises its own error types for a bad header
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: safetensors file without our header (format={meta.get('format')!r}); "
+        raise CheckpointError(f"{path}: safetensors file without our header (format={str(meta.get('format'))[:80]!r}); "
                               "it is not an EG3D checkpoint written by this tool")
+    try:
+        nets = json.loads(meta["nets"])
+        if not (isinstance(nets, list) and nets and all(n in NET_NAMES for n in nets)):
+            raise ValueError(f"expected a list of {', '.join(NET_NAMES)}")
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: bad 'nets' entry in the header ({str(exc)[:200]})") from None
     return meta
 
 
@@ -146,11 +132,23 @@ def _sniff(path: PathLike) -> str:
     return "unknown"
 
 
-def load(path: PathLike, net: str = "G_ema", device: Union[str, torch.device] = "cpu") -> nn.Module:
+def filled_defaults_note(module: nn.Module) -> Optional[str]:
+    """One line naming the official options an imported snapshot lacked and the defaults used
+    for them (None when nothing was filled in, or for a discriminator)."""
+    filled = getattr(getattr(module, "cfg", None), "filled_defaults", None)
+    if not filled:
+        return None
+    return "defaults filled in for options absent from the snapshot: " + ", ".join(filled)
+
+
+def load(path: PathLike, net: str = "G_ema", device: Union[str, torch.device] = "cpu",
+         verbose: bool = False) -> nn.Module:
     """Load a network from our .safetensors or an official EG3D .pkl snapshot.
 
     net: 'G_ema' (default), 'G' or 'D'. The module is returned in eval mode on `device`.
     Official pickles are read with a restricted unpickler: no code stored in them runs.
+    verbose=True prints (to stderr) which official options were absent and got the official
+    code's defaults.
     """
     if net not in NET_NAMES:
         raise ValueError(f"net must be one of {NET_NAMES}, got {net!r}")
@@ -163,6 +161,9 @@ def load(path: PathLike, net: str = "G_ema", device: Union[str, torch.device] = 
     else:
         raise CheckpointError(f"{path}: unrecognised file format (expected our .safetensors or an "
                               "official EG3D .pkl snapshot)")
+    note = filled_defaults_note(module)
+    if verbose and note:
+        print(f"{path}: {note}", file=sys.stderr)
     return module.to(device).eval().requires_grad_(False)
 
 
@@ -190,12 +191,13 @@ def _load_safetensors(path: PathLike, net: str, meta: Optional[Dict[str, str]] =
         raise CheckpointError(f"{path}: has no network {net!r} (it holds {', '.join(nets)})")
     try:
         kind = meta[f"kind.{net}"]
-        if kind == "generator":
-            module = build_generator(GeneratorConfig.from_json(meta[f"config.{net}"]))
-        else:
-            module = build_discriminator(DiscriminatorConfig.from_json(meta[f"config.{net}"]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: bad config for {net!r}: {exc}") from None
+        cls = GeneratorConfig if kind == "generator" else DiscriminatorConfig
+        cfg = cls.from_json(meta[f"config.{net}"])
+        check_config(cfg, f"config.{net}")                      # before anything is allocated
+        check_fits(cfg, os.path.getsize(path), f"config.{net}")
+        module = build_generator(cfg) if kind == "generator" else build_discriminator(cfg)
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: bad config for {net!r}: {str(exc)[:300]}") from None
     prefix = f"{net}."
     state = {}
     try:
@@ -209,12 +211,20 @@ def _load_safetensors(path: PathLike, net: str, meta: Optional[Dict[str, str]] =
     return module
 
 
-def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], path: PathLike) -> None:
+def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], path: PathLike,
+                classes: Optional[Mapping[str, str]] = None) -> None:
+    """Copy `state` into `module` after checking names and shapes. classes (official submodule
+    path -> class name) lets a mismatch name the official class whose layout differs."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        raise CheckpointError(f"{path}: tensors do not match the architecture: "
+        where = ""
+        if classes:
+            owners = {classes.get(k.rsplit(".", 1)[0]) for k in missing + unexpected} - {None}
+            if owners:
+                where = f" (in official {', '.join(sorted(owners))})"
+        raise CheckpointError(f"{path}: tensors do not match the architecture{where}: "
                               f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                               f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
     for key, value in state.items():
@@ -234,9 +244,18 @@ def _load_official(path: PathLike, net: str) -> nn.Module:
         raise CheckpointError(f"{path}: the snapshot has no network {net!r}")
     official = snapshot[net]
     if net == "D":
-        module = build_discriminator(pkl_import.discriminator_config_from_official(official))
+        cfg = pkl_import.discriminator_config_from_official(official)
     else:
-        module = build_generator(pkl_import.generator_config_from_official(official))
+        cfg = pkl_import.generator_config_from_official(official)
+    try:
+        check_config(cfg, f"{net} config")                      # before anything is allocated
+        check_fits(cfg, os.path.getsize(path), f"{net} config")
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if net == "D":
+        module = build_discriminator(cfg)
+    else:
+        module = build_generator(cfg)
         axes = official.tensor_attrs.get("renderer.plane_axes")
         if axes is not None and not torch.equal(axes.float(), OFFICIAL_PLANE_AXES):
             raise CheckpointError(f"{path}: renderer.plane_axes differ from the official EG3D axes; "
@@ -244,7 +263,7 @@ def _load_official(path: PathLike, net: str) -> nn.Module:
     state = dict(official.state_dict)
     if net != "D" and "dataset_label_std" not in state:
         state["dataset_label_std"] = torch.ones(module.cfg.c_dim)   # snapshots saved before training
-    _load_state(module, state, path)
+    _load_state(module, state, path, official.module_classes)
     return module
 
 

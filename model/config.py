@@ -15,13 +15,22 @@ from typing import Any, Optional, Union
 # The super-resolution variants of the official code. Each has two StyleGAN2 blocks; the input
 # (the neural render, resized if needed) is img_resolution / 2 when the first block keeps the
 # resolution and img_resolution / 4 when it upsamples. `official_resolution` is the only output
-# size the official class accepts; ours accept any power of two.
+# size the official class accepts; ours accept any power of two. The classes differ in more than
+# widths, and an imported snapshot must match its class exactly:
+#   filter_buffer: the class registers its own (unused) `resample_filter` buffer (8XDC does not);
+#   antialias: whether the input resize honours `sr_antialias` (Deepfp32 never antialiases).
+# (4X and Deepfp32 resize only a smaller input and fail on a larger one; ours resizes any size.)
 SR_MODULES = {
-    "SuperresolutionHybrid2X": dict(official_resolution=128, channels=(128, 64), first_up=False),
-    "SuperresolutionHybrid4X": dict(official_resolution=256, channels=(128, 64), first_up=False),
-    "SuperresolutionHybridDeepfp32": dict(official_resolution=256, channels=(128, 64), first_up=False),
-    "SuperresolutionHybrid8X": dict(official_resolution=512, channels=(128, 64), first_up=True),
-    "SuperresolutionHybrid8XDC": dict(official_resolution=512, channels=(256, 128), first_up=True),
+    "SuperresolutionHybrid2X": dict(official_resolution=128, channels=(128, 64), first_up=False,
+                                    filter_buffer=True, antialias=True),
+    "SuperresolutionHybrid4X": dict(official_resolution=256, channels=(128, 64), first_up=False,
+                                    filter_buffer=True, antialias=True),
+    "SuperresolutionHybridDeepfp32": dict(official_resolution=256, channels=(128, 64), first_up=False,
+                                          filter_buffer=True, antialias=False),
+    "SuperresolutionHybrid8X": dict(official_resolution=512, channels=(128, 64), first_up=True,
+                                    filter_buffer=True, antialias=True),
+    "SuperresolutionHybrid8XDC": dict(official_resolution=512, channels=(256, 128), first_up=True,
+                                      filter_buffer=False, antialias=True),
 }
 
 
@@ -94,6 +103,9 @@ class SuperResConfig:
     w_dim: int = 512                         # fixed to 512 by the official SR classes
     # Widths of the two SR blocks; None = the official widths of `module` (SR_MODULES).
     channels: Optional[list] = None
+    # Whether the module holds its own `resample_filter` buffer; None = as the official class
+    # (SR_MODULES). The importer sets it from the snapshot's tensors.
+    filter_buffer: Optional[bool] = None
 
 
 @dataclass

@@ -59,7 +59,10 @@ class FastRenderConfig:
 
 def limits(origins: torch.Tensor, directions: torch.Tensor, cfg: RenderingConfig):
     """Ray start/end as the reference computes them (floats, or [B, M, 1] for 'auto')."""
-    if cfg.ray_start == "auto" or cfg.ray_end == "auto":
+    if (cfg.ray_start == "auto") != (cfg.ray_end == "auto"):
+        raise ValueError(f"rendering ray_start = {cfg.ray_start!r} and ray_end = {cfg.ray_end!r}: "
+                         f"'auto' (limits from the box) must be set for both or neither")
+    if cfg.ray_start == "auto":
         start, end = ray_box_limits(origins, directions, cfg.box_warp)
         valid = end > start
         if valid.any():

@@ -176,15 +176,15 @@ class SynthesisBlock(nn.Module):
         return self.num_conv + self.num_torgb
 
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
-                noise_mode: str = "random", fused_modconv=None, inplace_img: bool = True
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+                noise_mode: str = "random", fused_modconv=None, inplace_img: bool = True,
+                force_fp32: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         """x [B, I, r, r] (r = res/2 if up), img [B, C, r, r] or None, ws [B, num_ws, w_dim].
 
         inplace_img=True adds the ToRGB output into `img` in place, as the official code does;
         this matters when `img` is a view of another tensor (see superres.py).
         """
         w_iter = iter(ws.unbind(dim=1))
-        dtype = block_dtype(self.use_fp16, ws.device)
+        dtype = torch.float32 if force_fp32 else block_dtype(self.use_fp16, ws.device)
         fused = resolve_fused(self.fused_modconv if fused_modconv is None else fused_modconv,
                               self.training)
         if self.in_channels == 0:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import collections
 import copy
 import io
+import math
 import os
 import pickle
+import reprlib
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -75,6 +77,72 @@ class _Malformed(PklImportError):
 
 
 # ------------------------------------------------------------------------------------------------
+# Bounds against hostile files: the work and memory of reading a file follow from its own size.
+#
+# * The unpickler is the pure-Python one (`pickle._Unpickler`): the C unpickler sizes its memo
+#   table from the index a PUT opcode names, so ten bytes can make it allocate tens of GB.
+# * Reads are capped at what the file holds (a FRAME or BINBYTES length is only a claim).
+# * Walking the result (`_plain`, `_walk`) counts every node it visits, shared references
+#   included, against `_Budget`: x = [x, x] forty times is a few hundred bytes of pickle but 2^40
+#   nodes once expanded. Nesting depth is capped too.
+
+BUDGET_BASE = 50_000               # nodes any file may expand to (a real snapshot walks ~6000)
+BUDGET_BYTES_PER_NODE = 256        # plus one node per this many bytes of the file
+MAX_DEPTH = 100                    # nesting of plain data / modules (real snapshots: < 20)
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 80
+_short.maxlevel = 3
+
+
+def _safe_repr(value) -> str:
+    """A bounded repr for error messages (a hostile value's full repr could be exponential)."""
+    return _short.repr(value)
+
+
+class _Budget:
+    """Counts the nodes visited while walking unpickled data; too many = a hostile file."""
+
+    def __init__(self, file_size: int):
+        self.left = BUDGET_BASE + file_size // BUDGET_BYTES_PER_NODE
+        self.file_size = file_size
+
+    def spend(self, n: int = 1) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise _Malformed(f"its data expands far beyond what {self.file_size} bytes of pickle can hold "
+                             "(shared or self-referencing structures); refusing to walk it")
+
+
+class _CappedReader:
+    """File wrapper for the unpickler: reads never ask for more than the file has left."""
+
+    def __init__(self, f, size: int):
+        self._f, self._left = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        data = self._f.read(n)
+        self._left -= len(data)
+        return data
+
+    def readline(self, limit: int = -1) -> bytes:
+        limit = self._left if limit is None or limit < 0 else min(limit, self._left)
+        data = self._f.readline(limit)
+        self._left -= len(data)
+        return data
+
+    @property
+    def exhausted(self) -> bool:
+        return self._left <= 0
+
+    def readinto(self, buf) -> int:
+        view = memoryview(buf)[:self._left]
+        n = self._f.readinto(view)
+        self._left -= n
+        return n
+
+
+# ------------------------------------------------------------------------------------------------
 # Inert stand-ins for the official classes.
 
 
@@ -112,6 +180,13 @@ class OfficialObject:
             raise _Malformed(f"the state of a {self.class_name} object is a "
                              f"{type(state).__name__}, expected a dict")
         self.state = dict(state)
+
+    def __deepcopy__(self, memo):
+        # copy.deepcopy would go through __setstate__, which records *pickle* state.
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
 
     def __repr__(self):
         return f"<OfficialObject {self.class_path or self.class_name}>"
@@ -170,9 +245,9 @@ class _Storage:
 
 
 def _int_tuple(value, what: str) -> Tuple[int, ...]:
-    if not isinstance(value, (tuple, list)) or not all(
+    if not isinstance(value, (tuple, list)) or len(value) > 64 or not all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
-        raise _Malformed(f"tensor {what} must be a tuple of non-negative ints, got {value!r}")
+        raise _Malformed(f"tensor {what} must be a tuple of non-negative ints, got {_safe_repr(value)}")
     return tuple(value)
 
 
@@ -183,12 +258,15 @@ def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, 
         raise _Malformed(f"a tensor is built from a {type(storage).__name__}, not an embedded storage")
     size, stride = _int_tuple(size, "size"), _int_tuple(stride, "stride")
     if len(size) != len(stride) or not isinstance(storage_offset, int) or storage_offset < 0:
-        raise _Malformed(f"inconsistent tensor layout: size {size}, stride {stride}, offset {storage_offset!r}")
+        raise _Malformed(f"inconsistent tensor layout: size {size}, stride {stride}, "
+                         f"offset {_safe_repr(storage_offset)}")
     numel = storage.flat.numel()
     if all(s > 0 for s in size):
         last = storage_offset + sum((s - 1) * st for s, st in zip(size, stride))
         if last >= numel:
             raise _Malformed(f"tensor of size {size} reads past the end of its storage ({numel} elements)")
+    if math.prod(size) > numel:                  # e.g. stride-0 views that would expand on copy
+        raise _Malformed(f"tensor of size {size} holds more elements than its storage ({numel})")
     return storage.flat.as_strided(size, stride, storage_offset)
 
 
@@ -236,7 +314,7 @@ class _StorageType:
         self.dtype = _STORAGE_DTYPES[name]
 
 
-class _BlobUnpickler(pickle.Unpickler):
+class _BlobUnpickler(pickle._Unpickler):
     """Unpickler for one legacy `torch.save` storage blob: only storage types, nothing callable."""
 
     def __init__(self, file, source: str):
@@ -255,10 +333,10 @@ class _BlobUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         # ('storage', storage type, key, location, numel, view metadata)
         if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
-            raise _Malformed(f"unsupported persistent id in a storage blob: {pid!r:.80}")
+            raise _Malformed(f"unsupported persistent id in a storage blob: {_safe_repr(pid)}")
         _, stype, key, _location, numel, view = pid
         if not isinstance(stype, _StorageType) or not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
-            raise _Malformed(f"malformed storage record in a storage blob: {pid!r:.80}")
+            raise _Malformed(f"malformed storage record in a storage blob: {_safe_repr(pid)}")
         if key in self.storages and self.storages[key][:2] != (stype.dtype, numel):
             raise _Malformed(f"storage {key!r} is declared twice with different layouts")
         self.storages[key] = (stype.dtype, numel, view)
@@ -338,10 +416,10 @@ def _reconstruct_persistent_obj(meta):
     if not isinstance(meta, dict):
         raise _Malformed(f"persistent object metadata is a {type(meta).__name__}, expected a dict")
     if meta.get("type") != "class":
-        raise _Malformed(f"unsupported persistent object type {meta.get('type')!r}")
+        raise _Malformed(f"unsupported persistent object type {_safe_repr(meta.get('type'))}")
     class_name, state = meta.get("class_name"), meta.get("state")
     if not isinstance(class_name, str) or not class_name.isidentifier():
-        raise _Malformed(f"persistent object with an invalid class name {class_name!r:.80}")
+        raise _Malformed(f"persistent object with an invalid class name {_safe_repr(class_name)}")
     if not isinstance(state, dict):
         raise _Malformed(f"persistent {class_name} object has no state dict")
     obj = _PersistentObject.__new__(_PersistentObject)
@@ -371,8 +449,8 @@ _ALLOWED_GLOBALS: Dict[str, Any] = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """`pickle.Unpickler` that resolves only the allow-listed globals above.
+class RestrictedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler (see "Bounds" above), resolving only the allow-listed globals.
 
     Official classes become inert `OfficialObject`s; storage blobs go through our own parser.
     Any other global raises `UnsafePickleError` before anything is called.
@@ -403,7 +481,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 def restricted_loads(data: bytes, source: str = "<bytes>") -> Any:
     """Unpickle bytes with `RestrictedUnpickler`; errors name `source`."""
-    return _restricted_load_stream(io.BytesIO(data), source, bytes(data[:16]))
+    return _restricted_load_stream(_CappedReader(io.BytesIO(data), len(data)), source, bytes(data[:16]))
 
 
 def restricted_load(path) -> Any:
@@ -416,7 +494,7 @@ def restricted_load(path) -> Any:
     with open(source, "rb") as f:
         head = f.read(16)
         f.seek(0)
-        return _restricted_load_stream(f, source, head)
+        return _restricted_load_stream(_CappedReader(f, os.fstat(f.fileno()).st_size), source, head)
 
 
 def _restricted_load_stream(f, source: str, head: bytes) -> Any:
@@ -427,10 +505,11 @@ def _restricted_load_stream(f, source: str, head: bytes) -> Any:
     except UnsafePickleError:
         raise  # even in a file that does not look like a pickle: say what it tried to call
     except Exception as e:  # the pickle machinery raises many types for bad input
-        raise _describe_failure(source, head, e) from e
+        ended = isinstance(f, _CappedReader) and f.exhausted
+        raise _describe_failure(source, head, e, ended) from e
 
 
-def _describe_failure(source: str, head: bytes, error: Exception) -> PklImportError:
+def _describe_failure(source: str, head: bytes, error: Exception, ended: bool = False) -> PklImportError:
     """Say whether a file is not a pickle at all, a truncated one, or a corrupt one."""
     if head.startswith(b"PK\x03\x04"):
         return PklImportError(f"{source} is a zip archive (e.g. a torch.save file), not an official "
@@ -441,9 +520,13 @@ def _describe_failure(source: str, head: bytes, error: Exception) -> PklImportEr
                               f"expected an official EG3D .pkl snapshot")
     if isinstance(error, _Malformed):
         return PklImportError(f"cannot load {source}: {error}")
-    if isinstance(error, EOFError) or "truncated" in str(error):
-        return PklImportError(f"{source} is truncated: the pickle data ends early ({error}); "
-                              f"the file is probably an incomplete download or copy")
+    if isinstance(error, (MemoryError, RecursionError)):
+        return PklImportError(f"cannot load {source}: its pickle asks for more memory or nesting than a "
+                              f"snapshot has ({type(error).__name__}); the file is corrupt or hostile")
+    if isinstance(error, EOFError) or "truncated" in str(error) or (ended and not isinstance(error, UnsafePickleError)):
+        detail = f" ({error})" if str(error) else ""
+        return PklImportError(f"{source} is truncated: the pickle data ends early{detail}; "
+                              f"the file is probably an incomplete download or copy, or corrupt")
     return PklImportError(f"{source} is corrupt or not an EG3D snapshot: "
                           f"{type(error).__name__}: {error}")
 
@@ -483,16 +566,20 @@ class OfficialModule:
                 f"init_kwargs keys {sorted(self.init_kwargs)})")
 
 
-def _plain(value, depth: int = 0):
-    """Convert EasyDicts/OrderedDicts to dicts and numpy scalars to Python numbers, recursively."""
-    if depth > 100:
+def _plain(value, budget: Optional[_Budget] = None, depth: int = 0):
+    """Convert EasyDicts/OrderedDicts to dicts and numpy scalars to Python numbers, recursively,
+    visiting at most `budget` nodes (shared references count each time)."""
+    if budget is None:
+        budget = _Budget(0)
+    budget.spend()
+    if depth > MAX_DEPTH:
         raise _Malformed("data nested too deeply")
     if isinstance(value, dict):
-        return {k: _plain(v, depth + 1) for k, v in value.items()}
+        return {k: _plain(v, budget, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v, depth + 1) for v in value]
+        return [_plain(v, budget, depth + 1) for v in value]
     if isinstance(value, tuple) and not isinstance(value, torch.Size):
-        return tuple(_plain(v, depth + 1) for v in value)
+        return tuple(_plain(v, budget, depth + 1) for v in value)
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.dtype):
@@ -500,38 +587,46 @@ def _plain(value, depth: int = 0):
     return value
 
 
-def _to_module(obj, what: str) -> OfficialModule:
+def _to_module(obj, what: str, budget: Optional[_Budget] = None) -> OfficialModule:
     if not isinstance(obj, OfficialObject):
         raise _Malformed(f"{what} is a {type(obj).__name__}, not an official network")
+    budget = budget or _Budget(0)
     state_dict: Dict[str, torch.Tensor] = {}
     tensor_attrs: Dict[str, torch.Tensor] = {}
     buffers: List[str] = []
     classes: Dict[str, str] = {}
-    _walk(obj, "", state_dict, tensor_attrs, buffers, classes, set())
+    _walk(obj, "", state_dict, tensor_attrs, buffers, classes, set(), budget)
     state = obj.state
     init_args = state.get("_init_args", ())
     init_kwargs = state.get("_init_kwargs", {})
     if not isinstance(init_args, (tuple, list)) or not isinstance(init_kwargs, dict):
         raise _Malformed(f"{what} has malformed constructor arguments")
-    attrs = {k: _plain(v) for k, v in state.items()
+    attrs = {k: _plain(v, budget) for k, v in state.items()
              if not _is_torch_internal(k) and not isinstance(v, torch.Tensor)}
-    return OfficialModule(class_name=obj.class_name, init_args=list(_plain(tuple(init_args))),
-                          init_kwargs=_plain(init_kwargs), attrs=attrs, state_dict=state_dict,
+    return OfficialModule(class_name=obj.class_name, init_args=list(_plain(tuple(init_args), budget)),
+                          init_kwargs=_plain(init_kwargs, budget), attrs=attrs, state_dict=state_dict,
                           tensor_attrs=tensor_attrs, buffer_names=buffers, module_classes=classes,
                           class_path=obj.class_path)
 
 
-def _walk(obj: OfficialObject, prefix: str, state_dict, tensor_attrs, buffers, classes, active):
+def _walk(obj: OfficialObject, prefix: str, state_dict, tensor_attrs, buffers, classes, active, budget: _Budget):
     """Collect tensors in `nn.Module.state_dict()` order: parameters, buffers, then children."""
     if id(obj) in active:
-        raise _Malformed(f"module graph has a cycle at '{prefix.rstrip('.')}'")
+        raise _Malformed(f"module graph has a cycle at '{prefix.rstrip('.')[:200]}'")
+    if len(active) >= MAX_DEPTH:
+        raise _Malformed("modules nested too deeply")
     active.add(id(obj))
     state = obj.state
+    if not isinstance(state, dict):
+        raise _Malformed(f"'{prefix[:200]}' has no state dict")
+    budget.spend(1 + len(state))
 
     def entries(name):
-        value = state.get(name) or {}
+        value = state.get(name)
+        value = {} if value is None else value
         if not isinstance(value, dict):
             raise _Malformed(f"'{prefix}{name}' is a {type(value).__name__}, expected a dict")
+        budget.spend(len(value))
         return value.items()
 
     def tensor(name, value):
@@ -539,7 +634,8 @@ def _walk(obj: OfficialObject, prefix: str, state_dict, tensor_attrs, buffers, c
             raise _Malformed(f"'{prefix}{name}' is a {type(value).__name__}, expected a tensor")
         return value.detach()  # a fresh tensor object: no hooks or flags from the pickle
 
-    non_persistent = state.get("_non_persistent_buffers_set") or set()
+    non_persistent = state.get("_non_persistent_buffers_set")
+    non_persistent = non_persistent if isinstance(non_persistent, (set, frozenset)) else set()
     for name, value in entries("_parameters"):
         if value is not None:
             state_dict[prefix + name] = tensor(name, value)
@@ -560,7 +656,7 @@ def _walk(obj: OfficialObject, prefix: str, state_dict, tensor_attrs, buffers, c
         if not isinstance(child, OfficialObject):
             raise _Malformed(f"submodule '{prefix}{name}' is a {type(child).__name__}")
         classes[prefix + name] = child.class_name
-        _walk(child, f"{prefix}{name}.", state_dict, tensor_attrs, buffers, classes, active)
+        _walk(child, f"{prefix}{name}.", state_dict, tensor_attrs, buffers, classes, active, budget)
     active.discard(id(obj))
 
 
@@ -583,13 +679,14 @@ def read_snapshot(path, nets: Optional[Tuple[str, ...]] = None) -> dict:
             raise PklImportError(f"{source} has no network '{net}' (present: "
                                  f"{[k for k in NETWORK_NAMES if data.get(k) is not None]})")
     out: Dict[str, Any] = {}
+    budget = _Budget(os.path.getsize(source))
     try:
         for net in NETWORK_NAMES:
             if data.get(net) is not None:
-                out[net] = _to_module(data[net], f"'{net}'")
+                out[net] = _to_module(data[net], f"'{net}'", budget)
         aug = data.get("augment_pipe")
-        out["augment_pipe"] = None if aug is None else _to_module(aug, "'augment_pipe'")
-        out["training_set_kwargs"] = _plain(data.get("training_set_kwargs"))
+        out["augment_pipe"] = None if aug is None else _to_module(aug, "'augment_pipe'", budget)
+        out["training_set_kwargs"] = _plain(data.get("training_set_kwargs"), budget)
     except _Malformed as e:
         raise PklImportError(f"cannot read {source}: {e}") from e
     except (TypeError, AttributeError, ValueError, KeyError, RecursionError) as e:  # hostile layouts
@@ -629,6 +726,7 @@ class _Options:
         if not isinstance(data, dict):
             raise ValueError(f"{where} must be a dict, got {type(data).__name__}")
         self.data, self.where, self.used = data, where, set()
+        self.filled: List[str] = []      # "key = default" for each absent key given its default
 
     def name(self, key):
         return f"{self.where}[{key!r}]"
@@ -638,6 +736,9 @@ class _Options:
         if key not in self.data:
             if default is _MISSING:
                 raise ValueError(f"missing official option {self.name(key)}")
+            note = f"{self.name(key)} = {default!r}"
+            if note not in self.filled:
+                self.filled.append(note)
             return default
         value = self.data[key]
         if choices is not None and not any(value == c and type(value) is type(c) for c in choices):
@@ -682,6 +783,12 @@ def _fused_modconv(value, where: str) -> str:
         return "inference_only"
     raise ValueError(f"unsupported value {value!r} for official option {where}")
 
+
+# What the official code uses when a snapshot lacks a key: `.get(..., default)` in its renderer,
+# generator, loss and scripts (gen_samples / the visualizer read the camera keys that way).
+OFFICIAL_DEFAULT_PIVOT = (0, 0, 0)
+OFFICIAL_DEFAULT_RADIUS = 2.7
+OFFICIAL_DEFAULT_NRR = 64            # TriPlaneGenerator.__init__'s neural_rendering_resolution
 
 _G_PARAMS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "sr_num_fp16_res",
              "mapping_kwargs", "rendering_kwargs", "sr_kwargs")
@@ -755,12 +862,15 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
         raise ValueError(f"rendering_kwargs['superresolution_module'] = {sr_path!r} outputs "
                          f"{sr_out} px but img_resolution is {img_resolution}")
     is_bool = lambda v: isinstance(v, bool)
+    channels, filter_buffer = _sr_structure(module, sr_name)
     superres = SuperResConfig(
         module=sr_name,
         num_fp16_res=sr_num_fp16_res,
         antialias=r.get("sr_antialias", True, is_bool, "a bool"),
         noise_mode=r.get("superresolution_noise_mode", choices=("none", "random", "const")),
         w_dim=512,  # fixed by the official SR classes
+        channels=channels,
+        filter_buffer=filter_buffer,
     )
     if w_dim != 512:
         raise ValueError(f"unsupported official option TriPlaneGenerator['w_dim'] = {w_dim}: the "
@@ -773,7 +883,7 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
         raise ValueError(f"official options rendering_kwargs['ray_start'] = {ray_start!r} and "
                          f"['ray_end'] = {ray_end!r}: 'auto' must be used for both or neither")
     default_render = RenderingConfig()
-    pivot = r.get("avg_camera_pivot", list(default_render.avg_camera_pivot),
+    pivot = r.get("avg_camera_pivot", list(OFFICIAL_DEFAULT_PIVOT),
                   lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(map(_is_number, v)),
                   "a list of 3 numbers")
     rendering = RenderingConfig(
@@ -787,7 +897,7 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
         white_back=r.get("white_back", False, is_bool, "a bool"),
         box_warp=r.get("box_warp", check=lambda v: _is_number(v) and v > 0, expected="a positive number"),
         density_noise=r.get("density_noise", 0, lambda v: _is_number(v) and v >= 0, "a non-negative number"),
-        avg_camera_radius=r.get("avg_camera_radius", default_render.avg_camera_radius, _is_number, "a number"),
+        avg_camera_radius=r.get("avg_camera_radius", OFFICIAL_DEFAULT_RADIUS, _is_number, "a number"),
         avg_camera_pivot=list(pivot),
         # Not stored by the official code: white-background (ShapeNet-style) snapshots get the
         # ShapeNet focal, the others FFHQ's.
@@ -800,8 +910,9 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
                             lr_multiplier=r.get("decoder_lr_mul", 1, _is_number, "a number"))
     default_reg = RegularizationConfig()
     regularization = RegularizationConfig(
-        gpc_reg_prob=r.get("gpc_reg_prob", default_reg.gpc_reg_prob,
-                           lambda v: v is None or _is_number(v), "None or a number"),
+        # Informational in official snapshots (the loss takes it from its own options, default
+        # None = no generator pose conditioning regularisation).
+        gpc_reg_prob=r.get("gpc_reg_prob", None, lambda v: v is None or _is_number(v), "None or a number"),
         density_reg=r.get("density_reg", 0, _is_number, "a number"),  # official: absent = off
         density_reg_p_dist=r.get("density_reg_p_dist", default_reg.density_reg_p_dist, _is_number, "a number"),
         reg_type=r.get("reg_type", default_reg.reg_type, choices=_REG_TYPES),
@@ -811,7 +922,9 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
     r.finish()
     g.finish()
 
-    nrr = module.attrs.get("neural_rendering_resolution", 64)
+    # The attribute (what training last rendered at) wins over the constructor's default of 64:
+    # the 512-128 models carry 128.
+    nrr = module.attrs.get("neural_rendering_resolution", OFFICIAL_DEFAULT_NRR)
     if not (_is_int(nrr) and nrr > 0):
         raise ValueError(f"attribute neural_rendering_resolution = {nrr!r} must be a positive int")
 
@@ -819,10 +932,28 @@ def generator_config_from_official(module: OfficialModule) -> GeneratorConfig:
         z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
         neural_rendering_resolution=nrr, c_gen_conditioning_zero=c_gen_conditioning_zero, c_scale=c_scale,
         mapping=mapping, backbone=backbone, decoder=decoder, rendering=rendering, superres=superres,
-        regularization=regularization,
+        regularization=regularization, official_keys=list(r.data), filled_defaults=r.filled,
     )
     _check_generator_tensors(cfg, module)
     return cfg
+
+
+def _sr_structure(module: OfficialModule, sr_name: str) -> Tuple[Optional[list], Optional[bool]]:
+    """(block widths, has its own resample_filter) of the stored SR module, read from its tensors.
+
+    Without tensors (a config-only rebuild) the official class's layout.
+    """
+    sd = module.state_dict
+    if not sd:
+        return None, SR_MODULES[sr_name]["filter_buffer"]
+    widths = []
+    for block in ("block0", "block1"):
+        bias = sd.get(f"superresolution.{block}.conv1.bias")
+        if bias is None or bias.ndim != 1:
+            raise ValueError(f"{sr_name}: state dict entry 'superresolution.{block}.conv1.bias' is missing")
+        widths.append(int(bias.shape[0]))
+    official = list(SR_MODULES[sr_name]["channels"])
+    return (None if widths == official else widths), "superresolution.resample_filter" in sd
 
 
 def _expect_shape(module: OfficialModule, key: str, shape: tuple, option: str):

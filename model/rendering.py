@@ -25,6 +25,30 @@ class RenderResult:
     depths_coarse: torch.Tensor     # [B, M, N, 1]
     weights_coarse: Optional[torch.Tensor]   # [B, M, N-1, 1] (None without importance pass)
     depths_fine: Optional[torch.Tensor]      # [B, M, N_importance, 1]
+    trace: Optional["RayTrace"] = None       # per-sample data of the rays asked for (keep_rays)
+
+
+@dataclass
+class RayTrace:
+    """What happens along K chosen rays of each camera (the viewer's ray inspector).
+
+    Samples are those the final compositing pass used (coarse and importance merged and sorted
+    when there is an importance pass); intervals are between consecutive samples (midpoints).
+    """
+    rays: torch.Tensor              # [K] ray indices (row * R + col)
+    depths_coarse: torch.Tensor     # [B, K, N]
+    sigma_coarse: torch.Tensor      # [B, K, N] raw decoder density of the coarse samples
+    weights_coarse: Optional[torch.Tensor]   # [B, K, N-1] weights that drove importance sampling
+    depths_fine: Optional[torch.Tensor]      # [B, K, N_importance]
+    depths: torch.Tensor            # [B, K, S] the composited samples
+    sigma: torch.Tensor             # [B, K, S] raw density at them
+    density: torch.Tensor           # [B, K, S-1] softplus(sigma_mid - 1) per interval
+    transmittance: torch.Tensor     # [B, K, S-1] light reaching each interval
+    weights: torch.Tensor           # [B, K, S-1] alpha * transmittance
+    contribution: torch.Tensor      # [B, K, S-1, 3] weight * interval RGB in [0, 1]
+    rgb: torch.Tensor               # [B, K, 3] composited colour in [-1, 1] (feature_image[:, :3])
+    depth: torch.Tensor             # [B, K] reported depth (as image_depth)
+    opacity: torch.Tensor           # [B, K] sum of weights (as image_alpha)
 
 
 def ray_box_limits(origins: torch.Tensor, directions: torch.Tensor, side: float
@@ -67,6 +91,18 @@ def stratified_depths(num_cameras: int, num_rays: int, start: Union[float, torch
     return depths.contiguous()
 
 
+def _intervals(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor):
+    """Midpoint colour, density and depth of each interval, its transmittance and its weight."""
+    deltas = depths[:, :, 1:] - depths[:, :, :-1]
+    colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
+    densities_mid = F.softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 - 1)
+    depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
+    alpha = 1 - torch.exp(-densities_mid * deltas)
+    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], dim=-2),
+                                  dim=-2)[:, :, :-1]
+    return colors_mid, densities_mid, depths_mid, transmittance, alpha * transmittance
+
+
 def composite(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor,
               white_back: bool = False, batch_depth_clamp: bool = True
               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,14 +114,7 @@ def composite(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tenso
     batch_depth_clamp=True clamps depth to the min/max of ALL depths in the batch (official);
     False clamps each ray to its own sample range.
     """
-    deltas = depths[:, :, 1:] - depths[:, :, :-1]
-    colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
-    densities_mid = F.softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 - 1)
-    depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
-    alpha = 1 - torch.exp(-densities_mid * deltas)
-    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], dim=-2),
-                                  dim=-2)[:, :, :-1]
-    weights = alpha * transmittance
+    colors_mid, densities_mid, depths_mid, transmittance, weights = _intervals(colors, densities, depths)
     rgb = (weights * colors_mid).sum(dim=-2)
     total = weights.sum(dim=-2)
     depth = torch.nan_to_num((weights * depths_mid).sum(dim=-2) / total, float("inf"))
@@ -147,8 +176,14 @@ def importance_depths(depths: torch.Tensor, weights: torch.Tensor, count: int,
 def render_rays(field: FieldFn, origins: torch.Tensor, directions: torch.Tensor,
                 cfg: RenderingConfig, deterministic: bool = False,
                 depth_resolution: Optional[int] = None,
-                depth_resolution_importance: Optional[int] = None) -> RenderResult:
-    """Render rays origins/directions [B, M, 3] through `field` (points -> sigma, rgb)."""
+                depth_resolution_importance: Optional[int] = None,
+                keep_rays: Optional[torch.Tensor] = None) -> RenderResult:
+    """Render rays origins/directions [B, M, 3] through `field` (points -> sigma, rgb).
+
+    keep_rays [K] (ray indices) also returns their per-sample data as `RenderResult.trace`; the
+    rendering itself is unchanged (batch-wide steps such as the official depth clamp still see
+    every ray).
+    """
     b, m, _ = origins.shape
     n_coarse = depth_resolution or cfg.depth_resolution
     n_fine = cfg.depth_resolution_importance if depth_resolution_importance is None else depth_resolution_importance
@@ -156,7 +191,10 @@ def render_rays(field: FieldFn, origins: torch.Tensor, directions: torch.Tensor,
     if cfg.clamp_mode != "softplus":
         raise ValueError(f"clamp_mode {cfg.clamp_mode!r} is not supported (only 'softplus')")
 
-    if cfg.ray_start == "auto" or cfg.ray_end == "auto":
+    if (cfg.ray_start == "auto") != (cfg.ray_end == "auto"):
+        raise ValueError(f"rendering ray_start = {cfg.ray_start!r} and ray_end = {cfg.ray_end!r}: "
+                         f"'auto' (limits from the box) must be set for both or neither")
+    if cfg.ray_start == "auto" and cfg.ray_end == "auto":
         start, end = ray_box_limits(origins, directions, cfg.box_warp)
         valid = end > start
         if valid.any():
@@ -178,6 +216,7 @@ def render_rays(field: FieldFn, origins: torch.Tensor, directions: torch.Tensor,
         return out["rgb"].reshape(b, m, d.shape[2], -1), sigma.reshape(b, m, d.shape[2], 1)
 
     colors, densities = run(depths)
+    depths_coarse, sigma_coarse = depths, densities
     weights_coarse = depths_fine = None
     if n_fine > 0:
         _, _, weights_coarse = composite(colors, densities, depths, cfg.white_back, official)
@@ -189,5 +228,18 @@ def render_rays(field: FieldFn, origins: torch.Tensor, directions: torch.Tensor,
         densities = torch.gather(torch.cat([densities, densities_fine], dim=-2), -2, order)
         features, depth, weights = composite(colors, densities, all_depths, cfg.white_back, official)
     else:
+        all_depths = depths
         features, depth, weights = composite(colors, densities, depths, cfg.white_back, official)
-    return RenderResult(features, depth, weights.sum(dim=-2), depths, weights_coarse, depths_fine)
+    opacity = weights.sum(dim=-2)
+    trace = None
+    if keep_rays is not None:
+        pick = lambda t: None if t is None else t[:, keep_rays].squeeze(-1)
+        colors_mid, densities_mid, _, transmittance, w = _intervals(
+            colors[:, keep_rays], densities[:, keep_rays], all_depths[:, keep_rays])
+        trace = RayTrace(rays=keep_rays, depths_coarse=pick(depths_coarse), sigma_coarse=pick(sigma_coarse),
+                         weights_coarse=pick(weights_coarse), depths_fine=pick(depths_fine),
+                         depths=pick(all_depths), sigma=pick(densities), density=densities_mid.squeeze(-1),
+                         transmittance=transmittance.squeeze(-1), weights=w.squeeze(-1),
+                         contribution=w * colors_mid[..., :3], rgb=features[:, keep_rays, :3],
+                         depth=pick(depth), opacity=pick(opacity))
+    return RenderResult(features, depth, opacity, depths_coarse, weights_coarse, depths_fine, trace)

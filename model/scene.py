@@ -20,12 +20,10 @@ The fitting loop, the multi-view data and the test scenes stay in `training/`.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -36,6 +34,8 @@ from torch import nn
 
 from .camera import generate_rays, intrinsics_to_fov, look_at_pose, make_label, split_label
 from .config import DecoderConfig, GeneratorConfig, RenderingConfig, from_dict, to_dict
+from .config_check import check_config
+from .output import atomic_write
 from .rendering import render_rays
 from .triplane import sample_planes
 
@@ -348,16 +348,8 @@ def render_labels(field_fn, labels: torch.Tensor, resolution: int, rendering: Re
 
 def _atomic_save(path: Path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> None:
     from safetensors.torch import save_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))
 
 
 def save_checkpoint(path: PathLike, fld: SSOField, cfg: SSOConfig, step: int, *, optimizer=None,
@@ -404,8 +396,16 @@ def read_checkpoint(path: PathLike) -> Tuple[SSOConfig, Dict[str, torch.Tensor],
 
 
 def _load_field(cfg: SSOConfig, tensors: Dict[str, torch.Tensor], where: str) -> SSOField:
-    fld = build_field(cfg.field)
     state = {k[len("field."):]: v for k, v in tensors.items() if k.startswith("field.")}
+    try:                                    # the header is the user's data: check it before allocating
+        check_config(cfg.field, "field")
+        need, stored = param_count(cfg.field), sum(v.numel() for v in state.values())
+    except (ValueError, TypeError, OverflowError) as e:
+        raise SSOError(f"{where}: bad field config ({str(e)[:200]})") from None
+    if need > stored:
+        raise SSOError(f"{where}: the field config asks for {need:,} parameters but the file holds only "
+                       f"{stored:,} values")
+    fld = build_field(cfg.field)
     try:
         fld.load_state_dict(state)
     except RuntimeError as e:

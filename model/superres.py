@@ -30,7 +30,7 @@ class SuperResolution(nn.Module):
         widths = list(cfg.channels) if cfg.channels else list(variant["channels"])
         first_up = variant["first_up"]
         self.input_resolution = img_resolution // (4 if first_up else 2)
-        self.antialias = cfg.antialias
+        self.antialias = cfg.antialias and variant["antialias"]
         self.noise_mode = cfg.noise_mode
         # inplace_rgb reproduces an official quirk: when no resize is needed, block0 adds its
         # ToRGB output into the caller's rgb tensor, so the image_raw the official generator
@@ -38,8 +38,11 @@ class SuperResolution(nn.Module):
         self.inplace_rgb = inplace_rgb
         use_fp16 = cfg.num_fp16_res > 0
         clamp = SR_CONV_CLAMP if use_fp16 else None
-        # Unused by the forward pass; kept so official state dicts load one-to-one.
-        self.register_buffer("resample_filter", ops.make_filter(FILTER_TAPS))
+        # Unused by the forward pass; kept where the official class has it, so official state
+        # dicts load one-to-one.
+        filter_buffer = variant["filter_buffer"] if cfg.filter_buffer is None else cfg.filter_buffer
+        if filter_buffer:
+            self.register_buffer("resample_filter", ops.make_filter(FILTER_TAPS))
         block0_res = self.input_resolution * (2 if first_up else 1)
         self.block0 = SynthesisBlock(in_channels, widths[0], cfg.w_dim, block0_res, img_channels,
                                      up=first_up, use_fp16=use_fp16, conv_clamp=clamp,
@@ -48,13 +51,15 @@ class SuperResolution(nn.Module):
                                      up=True, use_fp16=use_fp16, conv_clamp=clamp,
                                      fused_modconv=fused_modconv)
 
-    def forward(self, rgb: torch.Tensor, x: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+    def forward(self, rgb: torch.Tensor, x: torch.Tensor, ws: torch.Tensor, force_fp32: bool = False,
+                fused_modconv=None) -> torch.Tensor:
         """rgb [B,3,R,R], x [B,C,R,R], ws [B,num_ws,w_dim] (only ws[:, -1] is used)."""
+        block_kwargs = dict(noise_mode=self.noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv)
         ws = ws[:, -1:].repeat(1, 3, 1)
         if x.shape[-1] != self.input_resolution:
             size = (self.input_resolution, self.input_resolution)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=self.antialias)
             rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=self.antialias)
-        x, rgb = self.block0(x, rgb, ws, noise_mode=self.noise_mode, inplace_img=self.inplace_rgb)
-        x, rgb = self.block1(x, rgb, ws, noise_mode=self.noise_mode)
+        x, rgb = self.block0(x, rgb, ws, inplace_img=self.inplace_rgb, **block_kwargs)
+        x, rgb = self.block1(x, rgb, ws, **block_kwargs)
         return rgb

@@ -52,14 +52,18 @@ class TriPlaneDecoder(nn.Module):
 
     def __init__(self, in_features: int, cfg: DecoderConfig):
         super().__init__()
+        self.hidden_dim = cfg.hidden_dim            # official attribute name
         self.net = nn.Sequential(
             FullyConnectedLayer(in_features, cfg.hidden_dim, lr_multiplier=cfg.lr_multiplier),
             nn.Softplus(),
             FullyConnectedLayer(cfg.hidden_dim, 1 + cfg.output_features, lr_multiplier=cfg.lr_multiplier),
         )
 
-    def forward(self, plane_features: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """plane_features [B, P, M, C] -> sigma [B, M, 1] (raw), rgb [B, M, F]."""
+    def forward(self, plane_features: torch.Tensor, ray_directions=None) -> Dict[str, torch.Tensor]:
+        """plane_features [B, P, M, C] -> sigma [B, M, 1] (raw), rgb [B, M, F].
+
+        ray_directions is accepted for the official call `decoder(features, directions)` and unused.
+        """
         x = plane_features.mean(dim=1)
         batch, count, channels = x.shape
         x = self.net(x.reshape(batch * count, channels)).reshape(batch, count, -1)

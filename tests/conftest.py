@@ -5,7 +5,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -33,12 +32,6 @@ def official_fixture_dir() -> Path:
 @pytest.fixture(scope="session")
 def fixture_dir() -> Path:
     return official_fixture_dir()
-
-
-@pytest.fixture(scope="session")
-def reference(fixture_dir):
-    with np.load(fixture_dir / "tiny128_reference.npz") as data:
-        return {k: data[k] for k in data.files}
 
 
 @pytest.fixture()

@@ -260,7 +260,7 @@ def test_cancel_event_keeps_previous_file(tiny, tmp_path):
 
     with pytest.raises(E.ExportCancelled):
         E.export_interpolation(G, out, S.ViewerState(render_type="raw"), seeds="0-1", w_frames=4,
-                               progress=progress, cancel=cancel, bar=False)
+                               progress=progress, cancel=cancel, bar=False, overwrite=True)
     assert os.listdir(tmp_path) == ["walk.mp4"] and out.read_bytes() == b"previous export"
 
 

@@ -182,8 +182,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         try:
             with self._open_file(LABEL_FILE) as f:
                 data = json.loads(f.read().decode("utf-8"))
-        except (ValueError, UnicodeDecodeError, OSError, zipfile.BadZipFile) as e:
-            raise DatasetError(f"{self._where(LABEL_FILE)}: unreadable JSON ({e})") from e
+        except (ValueError, UnicodeDecodeError, OSError, zipfile.BadZipFile, RecursionError) as e:
+            raise DatasetError(f"{self._where(LABEL_FILE)}: unreadable JSON ({str(e)[:200]})") from None
         entries = data.get("labels") if isinstance(data, dict) else None
         if not isinstance(entries, list):
             raise DatasetError(f"{self._where(LABEL_FILE)}: expected {{\"labels\": [[path, [floats]], ...]}}")
@@ -220,7 +220,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             if not all(math.isfinite(v) for v in value):
                 raise DatasetError(f"{self._where(LABEL_FILE)}: label of {name!r} has non-finite values")
             rows.append(value)
-        out = np.asarray(rows, dtype=np.float32).reshape(len(rows), expected)
+        with np.errstate(over="ignore"):                       # overflow is reported just below
+            out = np.asarray(rows, dtype=np.float32).reshape(len(rows), expected)
         bad = ~np.isfinite(out).all(axis=1)              # finite doubles overflowing float32
         if bad.any():
             name = self._image_fnames[int(np.argmax(bad))]

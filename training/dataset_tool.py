@@ -14,55 +14,57 @@ The output is written to a temporary file first and renamed, so an interrupted r
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 import zipfile
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import PIL.Image
 
+from model.cli_errors import Parser, add_debug_flag, run_guarded
+from model.output import AtomicOutput, check_replace
 from training.dataset import CAMERA_LABEL_DIM, LABEL_FILE, DatasetError, ImageFolderDataset, image_extensions
 
 
 # ------------------------------------------------------------------------------------------------
 # Atomic writers shared with training/synthetic.py
 
+MIN_RESOLUTION, MAX_RESOLUTION = 4, 8192
+MAX_CAMERA_VALUE = 1e6                      # no pose or normalised intrinsic is anywhere near this
+DATASET_MARKER = ".eg3d_dataset"          # in a folder we wrote; a zip we wrote has it as its comment
+
+
 class DatasetWriter:
     """Writes files into a zip (ZIP_STORED) or a folder at a temporary path; `commit` renames it.
 
     Use as a context manager: leaving the block with an exception (Ctrl-C included) removes the
-    temporary output, so a partial dataset never appears at `dest`.
+    temporary output, so a partial dataset never appears at `dest`. An existing `dest` is
+    replaced only if it is a dataset we wrote (`is_own_dataset`) or an empty folder, or with
+    overwrite=True; a `dest` that is or contains one of `protect` (the inputs) never is.
     """
 
-    def __init__(self, dest, overwrite: bool = True):
+    def __init__(self, dest, overwrite: bool = False, protect: Sequence = ()):
         self.dest = os.path.abspath(os.fspath(dest))
         self.is_zip = self.dest.lower().endswith(".zip")
         if os.path.isdir(self.dest) and self.is_zip:
-            raise ValueError(f"{self.dest}: is a folder")
-        if os.path.exists(self.dest) and not overwrite:
-            raise FileExistsError(f"{self.dest}: already exists")
-        parent = os.path.dirname(self.dest)
-        os.makedirs(parent, exist_ok=True)
-        base = os.path.basename(self.dest)
+            raise DatasetError(f"{self.dest}: is a folder")
+        check_replace(self.dest, overwrite, is_own_dataset, protect=protect, what="dataset")
+        self._out = AtomicOutput(self.dest, directory=not self.is_zip)
+        self.tmp = self._out.tmp
         if self.is_zip:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
-            os.close(fd)
             self._zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED)
+            self._zip.comment = DATASET_MARKER.encode()
         else:
-            self.tmp = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
             self._zip = None
         self._names = set()
         self._done = False
 
     def write(self, name: str, data: bytes):
         name = name.replace("\\", "/").lstrip("/")
-        if name in self._names:
+        if name in self._names or name == DATASET_MARKER:
             raise ValueError(f"{name!r} written twice")
         self._names.add(name)
         if self._zip is not None:
@@ -80,27 +82,18 @@ class DatasetWriter:
         self.write(name, json.dumps(obj, indent=1).encode("utf-8"))
 
     def commit(self):
-        umask = os.umask(0)
-        os.umask(umask)
-        if self._zip is not None:
-            self._zip.close()
-            self._zip = None
-            os.chmod(self.tmp, 0o666 & ~umask)          # mkstemp made it 0600
-            os.replace(self.tmp, self.dest)
-        else:
-            os.chmod(self.tmp, 0o777 & ~umask)          # mkdtemp made it 0700
-            old = None
-            if os.path.exists(self.dest):
-                old = tempfile.mkdtemp(prefix=f".{os.path.basename(self.dest)}.", suffix=".old.tmp",
-                                       dir=os.path.dirname(self.dest))
-                os.rmdir(old)
-                os.replace(self.dest, old)
-            os.replace(self.tmp, self.dest)
-            if old is not None:
-                if os.path.isdir(old):
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    os.remove(old)
+        try:
+            if self._zip is not None:
+                self._zip.close()
+                self._zip = None
+            else:
+                with open(os.path.join(self.tmp, DATASET_MARKER), "w") as f:
+                    json.dump({"written_by": "eg3d toolkit dataset writer (a later run may replace this folder)",
+                               "files": sorted(self._names)}, f, indent=0)
+        except BaseException:
+            self.abort()
+            raise
+        self._out.commit()
         self._done = True
 
     def abort(self):
@@ -112,10 +105,7 @@ class DatasetWriter:
             except Exception:
                 pass
             self._zip = None
-        if os.path.isdir(self.tmp):
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        elif os.path.exists(self.tmp):
-            os.remove(self.tmp)
+        self._out.abort()
         self._done = True
 
     def __enter__(self):
@@ -126,6 +116,26 @@ class DatasetWriter:
             self.commit()
         else:
             self.abort()
+        return False
+
+
+def is_own_dataset(path) -> bool:
+    """Whether `path` is a dataset `DatasetWriter` wrote and nothing was added to it since: a zip
+    with our comment, or a folder whose marker file lists every file in it."""
+    path = os.fspath(path)
+    try:
+        if os.path.isfile(path):
+            with zipfile.ZipFile(path) as z:
+                return z.comment == DATASET_MARKER.encode()
+        with open(os.path.join(path, DATASET_MARKER), "rb") as f:
+            allowed = {DATASET_MARKER} | {str(name) for name in json.load(f)["files"]}
+        for root, dirs, files in os.walk(path):
+            for fname in files:
+                rel = os.path.relpath(os.path.join(root, fname), path).replace(os.sep, "/")
+                if rel not in allowed:
+                    return False
+        return True
+    except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile):
         return False
 
 
@@ -166,18 +176,29 @@ def parse_camera(value, image_size: Optional[Tuple[int, int]] = None, where: str
                 raise ValueError(f"expected {CAMERA_LABEL_DIM} values, got {label.size}")
         else:
             raise ValueError(f"expected a list of {CAMERA_LABEL_DIM} floats or an object, got {type(value).__name__}")
-    except (TypeError, ValueError) as e:
-        raise DatasetError(f"{where}: {e}") from e
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
+        raise DatasetError(f"{where}: {str(e)[:200]}") from None
     if not np.all(np.isfinite(label)):
         raise DatasetError(f"{where}: non-finite values")
+    if np.abs(label).max() > MAX_CAMERA_VALUE:
+        raise DatasetError(f"{where}: values beyond +-{MAX_CAMERA_VALUE:g} (not a camera in world units)")
     return [float(v) for v in label]
 
 
 def load_cameras(path) -> Dict[str, object]:
-    with open(path, "r", encoding="utf-8") as f:
-        data = json.load(f)
+    """A camera file: {image path: camera} or an official dataset.json; errors name the file."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read the camera file ({e})") from None
+    except (ValueError, RecursionError) as e:      # JSONDecodeError, or nesting too deep to parse
+        raise DatasetError(f"{path}: not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
     if isinstance(data, dict) and isinstance(data.get("labels"), list):
-        data = {entry[0]: entry[1] for entry in data["labels"]}
+        entries = data["labels"]
+        if not all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) for e in entries):
+            raise DatasetError(f"{path}: 'labels' must be a list of [image path, camera] pairs")
+        data = {entry[0]: entry[1] for entry in entries}
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a JSON object mapping image paths to cameras")
     return {str(k).replace("\\", "/"): v for k, v in data.items()}
@@ -217,13 +238,18 @@ def _match_cameras(images: List[str], cameras: Dict[str, object], cameras_path: 
     return matched
 
 
-def convert_dataset(source, cameras, dest, resolution: Optional[int] = None, overwrite: bool = True,
+def convert_dataset(source, cameras, dest, resolution: Optional[int] = None, overwrite: bool = False,
                     progress: bool = False) -> int:
     """Write an EG3D dataset at `dest` (.zip or folder) from the images under `source` and a camera
-    file; returns the number of images. Errors name the offending file; nothing is dropped."""
+    file; returns the number of images. Errors name the offending file; nothing is dropped. An
+    existing `dest` is replaced only if we wrote it (or overwrite), never if it holds the inputs."""
     source = os.fspath(source)
     if not os.path.isdir(source):
         raise DatasetError(f"{source}: source folder not found")
+    if resolution is not None and not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+        raise DatasetError(f"--resolution must be in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], got {resolution}")
+    check_replace(os.path.abspath(os.fspath(dest)), overwrite, is_own_dataset, protect=(source, cameras),
+                  what="dataset")
     images = _list_images(source)
     if not images:
         raise DatasetError(f"{source}: no image files found")
@@ -241,7 +267,7 @@ def convert_dataset(source, cameras, dest, resolution: Optional[int] = None, ove
         iterator = tqdm(images, desc="images", unit="img")
     labels = []
     size = None
-    with DatasetWriter(dest, overwrite=overwrite) as writer:
+    with DatasetWriter(dest, overwrite=overwrite, protect=(source, cameras)) as writer:
         for rel in iterator:
             where = os.path.join(source, rel)
             try:
@@ -314,30 +340,29 @@ def summary(path, print_fn=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.dataset_tool", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m training.dataset_tool", description=__doc__.split("\n")[0])
     parser.add_argument("--source", help="folder of images")
     parser.add_argument("--cameras", help="camera JSON file")
     parser.add_argument("--dest", help="output .zip or folder")
     parser.add_argument("--resolution", type=int, default=None, help="resize square images to NxN")
-    parser.add_argument("--no-overwrite", action="store_true", help="fail if --dest exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --dest that this tool did not write (never one holding "
+                             "--source or --cameras)")
     parser.add_argument("--summary", metavar="DATASET", help="print a summary of an existing dataset and exit")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    try:
+    if not args.summary and not (args.source and args.cameras and args.dest):
+        parser.error("--source, --cameras and --dest are required (or --summary DATASET)")
+
+    def body() -> int:
         if args.summary:
             summary(args.summary)
             return 0
-        if not (args.source and args.cameras and args.dest):
-            parser.error("--source, --cameras and --dest are required (or --summary DATASET)")
         count = convert_dataset(args.source, args.cameras, args.dest, resolution=args.resolution,
-                                overwrite=not args.no_overwrite, progress=True)
+                                overwrite=args.overwrite, progress=True)
         print(f"wrote {count} images to {args.dest}")
         return 0
-    except (DatasetError, FileExistsError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; nothing written", file=sys.stderr)
-        return 130
+    return run_guarded(body, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ import os
 import re
 import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -968,9 +969,35 @@ def load_attribute_predictor(spec: str, device) -> Callable:
     return obj
 
 
+def is_metrics_log(path) -> bool:
+    """A --json-out file this tool wrote: JSON lines, each an object with a 'metric' key."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            lines = [line for line in f if line.strip()]
+        return bool(lines) and all(isinstance(e, dict) and "metric" in e for e in map(json.loads, lines))
+    except (OSError, ValueError, RecursionError):
+        return False
+
+
+def append_metrics_log(path: str, lines: List[str], overwrite: bool = False) -> None:
+    """Add JSON lines to a --json-out file atomically: an existing file is kept and appended to
+    only if it is a metrics log we wrote; anything else is refused unless overwrite (replaced)."""
+    from model.output import atomic_write, check_replace
+    check_replace(path, overwrite, is_metrics_log, what="--json-out")
+    old = ""
+    if os.path.isfile(path) and is_metrics_log(path):
+        with open(path, "r", encoding="utf-8") as f:
+            old = f.read()
+        if old and not old.endswith("\n"):
+            old += "\n"
+    text = old + "".join(line + "\n" for line in lines)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.metrics", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from model.cli_errors import Parser, add_debug_flag, run_guarded
+    parser = Parser(prog="python -m training.metrics", description=__doc__.split("\n\n")[0],
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--network", help="generator checkpoint (.safetensors or official .pkl)")
     parser.add_argument("--data", required=True, help="dataset folder or zip (EG3D format)")
     parser.add_argument("--metrics", default="fid50k_full",
@@ -987,8 +1014,11 @@ def main(argv=None) -> int:
     parser.add_argument("--mvc-yaw", type=float, default=0.1, help="camera yaw move for mvc (radians)")
     parser.add_argument("--pose-yaw", type=float, default=0.25, help="pose move for pose_effect (radians)")
     parser.add_argument("--inception-size", type=int, default=299, help=argparse.SUPPRESS)   # tests only
-    parser.add_argument("--json-out", help="also append the JSON lines to this file")
+    parser.add_argument("--json-out", help="also append the JSON lines to this file (a metrics log it wrote)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a --json-out file that is not a metrics log written by this tool")
     parser.add_argument("--no-progress", action="store_true")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     names = [n.strip() for n in args.metrics.split(",") if n.strip()]
@@ -997,32 +1027,38 @@ def main(argv=None) -> int:
         parser.error(f"unknown metric(s) {bad}")
     if not args.reference_only and not args.network:
         parser.error("--network is required (or use --reference-only)")
-    device = torch.device(args.device)
+    if any(parse_metric(n).kind in ("fid", "kid") for n in names) and not args.inception:
+        parser.error("FID/KID need --inception PATH (the weights cannot be downloaded here)")
+    return run_guarded(lambda: _run(args, names), debug=args.debug)
+
+
+def _run(args, names: List[str]) -> int:
+    if args.json_out:
+        from model.output import check_replace
+        check_replace(args.json_out, args.overwrite, is_metrics_log, what="--json-out")   # before the work
     try:
-        G = None
-        if not args.reference_only:
-            import model
-            G = model.load(args.network, net="G_ema", device=device).eval().requires_grad_(False)
-        detector = None
-        if any(parse_metric(n).kind in ("fid", "kid") for n in names):
-            if not args.inception:
-                parser.error("FID/KID need --inception PATH (the weights cannot be downloaded here)")
-            detector = get_detector(args.inception, device, args.inception_size)
-        predictor = load_attribute_predictor(args.attr_predictor, device) if args.attr_predictor else None
-        out = compute_metrics(G, args.data, names, args.num, device, args.inception, not args.no_progress,
-                              batch_size=args.batch, seed=args.seed, detector=detector,
-                              attribute_predictor=predictor, reference_only=args.reference_only,
-                              xflip=args.mirror, mvc_yaw_delta=args.mvc_yaw, pose_yaw_delta=args.pose_yaw)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise ValueError(f"--device {args.device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    G = None
+    if not args.reference_only:
+        import model
+        G = model.load(args.network, net="G_ema", device=device).eval().requires_grad_(False)
+    detector = None
+    if any(parse_metric(n).kind in ("fid", "kid") for n in names):
+        detector = get_detector(args.inception, device, args.inception_size)
+    predictor = load_attribute_predictor(args.attr_predictor, device) if args.attr_predictor else None
+    out = compute_metrics(G, args.data, names, args.num, device, args.inception, not args.no_progress,
+                          batch_size=args.batch, seed=args.seed, detector=detector,
+                          attribute_predictor=predictor, reference_only=args.reference_only,
+                          xflip=args.mirror, mvc_yaw_delta=args.mvc_yaw, pose_yaw_delta=args.pose_yaw)
+    lines = []
     for name in names:
         entry = dict(out[name], network=args.network, dataset=args.data, timestamp=time.time())
-        line = json.dumps(entry, sort_keys=False)
-        print(line, flush=True)
-        if args.json_out:
-            with open(args.json_out, "a") as f:
-                f.write(line + "\n")
+        lines.append(json.dumps(entry, sort_keys=False))
+        print(lines[-1], flush=True)
+    if args.json_out:
+        append_metrics_log(args.json_out, lines, overwrite=args.overwrite)
     return 0
 
 

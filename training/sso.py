@@ -62,6 +62,7 @@ import torch.nn.functional as F
 
 from model.camera import intrinsics_to_fov, make_label, split_label
 from model.config import RenderingConfig, to_dict
+from model.output import atomic_write
 from model.rendering import render_rays
 # The representations, their config and file format, and SceneField / load_scene live in
 # model/scene.py (the viewer imports model/ only); re-exported here for the fitting code and users.
@@ -426,9 +427,7 @@ def _save_grid(path: Path, preds: torch.Tensor, targets: torch.Tensor, max_views
     top = torch.cat(list(preds[:n].permute(0, 2, 3, 1)), dim=1)
     bottom = torch.cat(list(targets[:n]), dim=1)
     img = (torch.cat([top, bottom], dim=0).clamp(0, 1) * 255 + 0.5).byte().numpy()
-    tmp = path.with_name(f".{path.name}.tmp")
-    PIL.Image.fromarray(img).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: PIL.Image.fromarray(img).save(tmp, format="PNG"))
 
 
 def fit(cfg: SSOConfig, data: MultiViewData, outdir: Optional[PathLike] = None, resume: Optional[PathLike] = None,
@@ -508,7 +507,8 @@ def fit(cfg: SSOConfig, data: MultiViewData, outdir: Optional[PathLike] = None, 
 
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1, sort_keys=True))
+        config_text = json.dumps(to_dict(cfg), indent=1, sort_keys=True)
+        atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(config_text))
     bar = None
     if progress:
         from tqdm import tqdm
@@ -580,7 +580,8 @@ def fit(cfg: SSOConfig, data: MultiViewData, outdir: Optional[PathLike] = None, 
     if out is not None:
         checkpoint(step)
         save_checkpoint(out / SCENE_NAME, fld, cfg, step, info=summary_info(step, heldout))
-        (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+        summary_text = json.dumps(summary, indent=1)
+        atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(summary_text))
     summary["field"] = fld
     summary["config"] = cfg
     return summary

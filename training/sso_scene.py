@@ -28,7 +28,6 @@ Output: an EG3D dataset (zip or folder, written atomically) readable by
 """
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import os
@@ -98,8 +97,9 @@ def _npz_bytes(**arrays) -> bytes:
 
 def generate_scene(dest, views: int = 64, heldout: int = 16, resolution: int = 64, seed: int = 0,
                    radius: float = 1.3, focal: float = 1.025390625, supersample: int = 2,
-                   kind: str = "360", progress: bool = False) -> dict:
-    """Write the scene dataset to dest (.zip or folder). Returns stats (dest, counts, seconds)."""
+                   kind: str = "360", progress: bool = False, overwrite: bool = False) -> dict:
+    """Write the scene dataset to dest (.zip or folder); an existing dest is replaced only if we
+    wrote it, or with overwrite. Returns stats (dest, counts, seconds)."""
     from training import synthetic
     from training.dataset_tool import DatasetWriter, encode_png
 
@@ -120,7 +120,7 @@ def generate_scene(dest, views: int = 64, heldout: int = 16, resolution: int = 6
     labels, names, records = [], {"train": [], "heldout": []}, []
     intrinsics = _focal_intrinsics(focal)[None]
     try:
-        with DatasetWriter(dest) as writer:
+        with DatasetWriter(dest, overwrite=overwrite) as writer:
             for split, cams in splits:
                 for i in range(cams.shape[0]):
                     cam2world = cams[i:i + 1, :16].reshape(1, 4, 4)
@@ -150,7 +150,8 @@ def generate_scene(dest, views: int = 64, heldout: int = 16, resolution: int = 6
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.sso_scene",
+    from model.cli_errors import Parser, add_debug_flag
+    p = Parser(prog="python -m training.sso_scene",
                                 description="Generate a multi-view scene (one object, many views, held-out views).")
     p.add_argument("--dest", required=True, help="output .zip or folder")
     p.add_argument("--views", type=int, default=64, help="training views")
@@ -160,13 +161,15 @@ def main(argv=None) -> int:
     p.add_argument("--radius", type=float, default=1.3, help="camera distance from the origin")
     p.add_argument("--focal", type=float, default=1.025390625, help="normalised focal length")
     p.add_argument("--supersample", type=int, default=2)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --dest that this tool did not write")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     from training.synthetic import run_writer_cli
     return run_writer_cli(
         lambda: generate_scene(args.dest, args.views, args.heldout, args.resolution, args.seed, args.radius,
-                               args.focal, args.supersample, progress=True),
+                               args.focal, args.supersample, progress=True, overwrite=args.overwrite),
         lambda stats: f"wrote {stats['views']} training + {stats['heldout']} held-out views to "
-                      f"{stats['dest']} in {stats['seconds']:.1f} s")
+                      f"{stats['dest']} in {stats['seconds']:.1f} s", debug=args.debug)
 
 
 if __name__ == "__main__":

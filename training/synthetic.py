@@ -45,7 +45,6 @@ arguments give a byte-identical archive, whatever the number of worker processes
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -62,11 +61,15 @@ import numpy as np
 import torch
 
 from model.camera import fov_to_intrinsics, look_at_pose, make_label
-from training.dataset_tool import DatasetWriter, encode_png
+from model.cli_errors import Parser, add_debug_flag, bounded_int, finite_float, run_guarded
+from training.dataset_tool import MAX_RESOLUTION, DatasetWriter, encode_png
+
+MAX_COUNT = 10_000_000
+MAX_SUPERSAMPLE = 8
+GT_FILE = "ground_truth.json"
 
 BOX_HALF = 0.5                      # the EG3D tri-plane box with box_warp = 1
 OBJECT_HALF = 0.48                  # every object's bounding box lies in [-OBJECT_HALF, OBJECT_HALF]^3
-GT_FILE = "ground_truth.json"
 ATTRIBUTE_NAME = "snout_size"
 FOCAL_SHAPENET = 1.025390625        # 525 / 512, the normalised focal of the official ShapeNet labels
 
@@ -667,14 +670,18 @@ def _worker_init():
 
 def generate_dataset(dest, count: int, resolution: int, cameras: str = "portrait", seed: int = 0,
                      pose_attribute_bias: float = 0.0, progress: bool = True, supersample: int = 2,
-                     overwrite: bool = True, workers: int = 1) -> dict:
+                     overwrite: bool = False, workers: int = 1) -> dict:
     """Write a synthetic EG3D dataset with ground truth to `dest` (.zip or folder), atomically.
 
     workers > 1 renders in that many processes; the output is byte-identical for any workers.
+    An existing `dest` is replaced only if it is a dataset we wrote, or with overwrite.
     Returns stats: dest, count, seconds, images_per_second.
     """
-    if count < 1 or resolution < 4:
-        raise ValueError("count must be >= 1 and resolution >= 4")
+    if not 1 <= count <= MAX_COUNT or not 4 <= resolution <= MAX_RESOLUTION:
+        raise ValueError(f"count must be in [1, {MAX_COUNT}] and resolution in [4, {MAX_RESOLUTION}], "
+                         f"got {count} and {resolution}")
+    if not 1 <= supersample <= MAX_SUPERSAMPLE:
+        raise ValueError(f"supersample must be in [1, {MAX_SUPERSAMPLE}], got {supersample}")
     if cameras not in CAMERA_DISTRIBUTIONS:
         raise ValueError(f"cameras must be one of {sorted(CAMERA_DISTRIBUTIONS)}, got {cameras!r}")
     if not 0.0 <= pose_attribute_bias <= 1.0:
@@ -689,7 +696,8 @@ def generate_dataset(dest, count: int, resolution: int, cameras: str = "portrait
     labels, records = [], []
     pool = None
     try:
-        with DatasetWriter(dest, overwrite=overwrite) as writer:
+        writer = DatasetWriter(dest, overwrite=overwrite)      # refuses a foreign dest before any work
+        with writer:
             if workers > 1 and count > 1:
                 pool = multiprocessing.Pool(min(int(workers), count), initializer=_worker_init)
                 results = pool.imap(_encoded_sample, jobs, chunksize=max(1, min(16, count // (4 * workers))))
@@ -776,39 +784,39 @@ def load_gt_object(path, record_or_name) -> ProceduralObject:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.synthetic",
-                                     description="Generate a synthetic EG3D dataset with ground truth.")
+    parser = Parser(prog="python -m training.synthetic",
+                    description="Generate a synthetic EG3D dataset with ground truth.")
     parser.add_argument("--dest", required=True, help="output .zip or folder")
-    parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--count", type=bounded_int(1, MAX_COUNT), default=1000)
+    parser.add_argument("--resolution", type=bounded_int(4, MAX_RESOLUTION), default=64)
     parser.add_argument("--cameras", choices=sorted(CAMERA_DISTRIBUTIONS), default="portrait")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bias", type=float, default=0.0, help="pose-attribute bias in [0, 1]")
-    parser.add_argument("--supersample", type=int, default=2, help="image supersampling per axis (1 = off)")
-    parser.add_argument("--workers", type=int, default=1, help="rendering processes (0 = one per CPU core)")
+    parser.add_argument("--seed", type=bounded_int(0, 2 ** 32 - 1), default=0)
+    parser.add_argument("--bias", type=finite_float(0, 1), default=0.0, help="pose-attribute bias in [0, 1]")
+    parser.add_argument("--supersample", type=bounded_int(1, MAX_SUPERSAMPLE), default=2,
+                        help="image supersampling per axis (1 = off)")
+    parser.add_argument("--workers", type=bounded_int(0, 256), default=1,
+                        help="rendering processes (0 = one per CPU core)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --dest that this tool did not write")
     parser.add_argument("--no-progress", action="store_true")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     return run_writer_cli(
         lambda: generate_dataset(args.dest, args.count, args.resolution, args.cameras, args.seed, args.bias,
                                  progress=not args.no_progress, supersample=args.supersample,
-                                 workers=args.workers or (os.cpu_count() or 1)),
+                                 overwrite=args.overwrite, workers=args.workers or (os.cpu_count() or 1)),
         lambda stats: f"wrote {stats['count']} images to {stats['dest']} in {stats['seconds']:.1f} s "
-                      f"({stats['images_per_second']:.1f} images/s)")
+                      f"({stats['images_per_second']:.1f} images/s)", debug=args.debug)
 
 
-def run_writer_cli(write, describe) -> int:
-    """Exit code of a dataset-writing command: 0 with `describe(stats)` printed, 130 on Ctrl-C
-    (the atomic writers leave nothing behind), 2 with the message on a ValueError."""
-    try:
-        stats = write()
-    except KeyboardInterrupt:
-        print("interrupted; nothing written", file=sys.stderr)
-        return 130
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(describe(stats))
-    return 0
+def run_writer_cli(write, describe, debug: bool = False) -> int:
+    """Exit code of a dataset-writing command: 0 with `describe(stats)` printed, else the one-line
+    error and exit code of `model.cli_errors.run_guarded` (130 on Ctrl-C: the atomic writers
+    leave nothing behind)."""
+    def body() -> int:
+        print(describe(write()))
+        return 0
+    return run_guarded(body, debug=debug)
 
 
 if __name__ == "__main__":
