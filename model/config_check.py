@@ -50,6 +50,9 @@ def check_config(cfg: Any, where: str = "config") -> None:
         elif isinstance(value, float):
             if not (math.isfinite(value) and abs(value) <= FLOAT_BOUND):
                 raise ValueError(f"{name} = {value} is not a finite number within +-{FLOAT_BOUND:g}")
+        elif isinstance(value, list) and f.name in ("official_keys", "filled_defaults"):
+            if len(value) > 64 or not all(isinstance(v, str) and len(v) <= 64 for v in value):
+                raise ValueError(f"{name} must be a short list of key names")
         elif isinstance(value, list):
             if len(value) > 16 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                           and math.isfinite(v) and abs(v) <= FLOAT_BOUND for v in value):
