@@ -100,11 +100,10 @@ class FastField:
                  axes: str, chunk: int, table: Optional[torch.Tensor] = None):
         if axes not in PLANE_AXES:
             raise ValueError(f"plane_axes must be one of {sorted(PLANE_AXES)}, got {axes!r}")
-        self.batch, self.num_planes, self.channels, self.height, self.width = planes.shape
+        self.batch, num_planes, _, height, width = planes.shape
         self.table = planes_table(planes) if table is None else table
-        self.decoder, self.box_warp, self.axes, self.chunk = decoder, box_warp, axes, chunk
-        self.maps = corner_maps(self.num_planes, self.height, self.width, box_warp, axes,
-                                planes.device)
+        self.decoder, self.chunk = decoder, chunk
+        self.maps = corner_maps(num_planes, height, width, box_warp, axes, planes.device)
 
     def _weights(self):
         fc1, fc2 = self.decoder.net[0], self.decoder.net[2]
@@ -118,7 +117,7 @@ class FastField:
         w1, b1, w2, b2 = self._weights()
         count = points.shape[0]
         grad = torch.is_grad_enabled() and (self.table.requires_grad or w1.requires_grad)
-        if not grad:        # write straight into the outputs, no concatenation
+        if not grad or count == 0:        # write straight into the outputs, no concatenation
             sigma = points.new_empty(count)
             feats = points.new_empty(count, w2.shape[1] - 1)
         sigmas, parts = [], []
@@ -135,7 +134,7 @@ class FastField:
             else:
                 sigma[start:stop] = x[:, 0]
                 torch.sigmoid(x[:, 1:], out=feats[start:stop])
-        if grad:
+        if sigmas:
             return torch.cat(sigmas), torch.cat(parts)
         return sigma, feats
 
