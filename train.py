@@ -5,12 +5,16 @@
     python train.py --cfg=tiny --data=syn32.zip --kimg=1 --device=cpu
     python train.py --resume=training-runs/00000-tiny-syn32-gpus1-batch4-gamma1     # continue exactly
     python train.py --cfg=ffhq --data=FFHQ_512.zip --dry-run                       # print the config
+    python train.py monitor training-runs/00000-tiny-syn32-gpus1-batch4-gamma1     # watch runs
     python train.py sso --data=scene.zip --repr=triplane --cpu-scale                # single-scene fitting
 
 `--gpus N` (N > 1) starts N processes itself (one per GPU; CPU processes with gloo when there is
 no CUDA), or with `--launcher=torchrun` prints the equivalent torchrun command; running this
-script under torchrun works too. Ctrl-C (or SIGTERM) stops after the current step and writes a
-snapshot. Run `python train.py --help` for every option.
+script under torchrun works too. Ctrl-C (or SIGTERM) stops after the current step, writes a
+snapshot and exits with 130 (143). Errors are one line `error: ...` (exit 2: the command line or an
+input file, refused before anything starts; 1: a failure once training has started); `--debug`
+shows the traceback.
+Run `python train.py --help` for every option.
 """
 from __future__ import annotations
 
@@ -19,11 +23,16 @@ import shlex
 import signal
 import sys
 import tempfile
+import traceback
 from typing import List, Optional
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+
+EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 128 + signal.SIGINT
+SUBCOMMANDS = ("monitor: watch training runs: curves, sample grids, snapshots (python train.py monitor --help)",
+               "sso:     single-scene fitting: tri-plane vs. voxel grid vs. implicit MLP (python train.py sso --help)")
 
 
 def _under_torchrun() -> bool:
@@ -33,7 +42,7 @@ def _under_torchrun() -> bool:
 def torchrun_command(argv: List[str], gpus: int) -> str:
     args = []
     skip = False
-    for i, a in enumerate(argv):
+    for a in argv:
         if skip:
             skip = False
             continue
@@ -48,7 +57,9 @@ def torchrun_command(argv: List[str], gpus: int) -> str:
                     + [shlex.quote(a) for a in args])
 
 
-def _error(message: str, code: int = 1) -> int:
+def _error(message: str, code: int, debug: bool = False) -> int:
+    if debug:
+        traceback.print_exc()
     print(f"error: {message}", file=sys.stderr, flush=True)
     return code
 
@@ -58,21 +69,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv and argv[0] == "sso":
         from training import sso
         return sso.main(argv[1:])
+    if argv and argv[0] == "monitor":
+        from training import monitor
+        return monitor.main(argv[1:])
     if any(a in ("-h", "--help") for a in argv):
         from training import options
         options.build_parser().print_help()
-        print("\nsubcommand:\n  sso    single-scene fitting: tri-plane vs. voxel grid vs. implicit MLP "
-              "(python train.py sso --help)")
+        print("\nsubcommands:\n" + "\n".join("  " + s for s in SUBCOMMANDS))
         return 0
+    debug = "--debug" in argv
+    try:
+        return _main(argv, debug)
+    except KeyboardInterrupt:
+        return _error("interrupted", EXIT_INTERRUPTED, debug)
+
+
+def _main(argv: List[str], debug: bool) -> int:
     from model.checkpoint import CheckpointError
-    from training import options
+    from training import options, run_dir
     from training.dataset import DatasetError
     from training.loop import TrainingError
 
     try:
         explicit = options.parse_args(argv)
     except options.OptionsError as exc:
-        return _error(f"{exc}\n(run `python train.py --help` for the options)", 2)
+        return _error(f"{exc} (run `python train.py --help` for the options)", EXIT_USAGE, debug)
 
     torchrun = _under_torchrun()
     gpus = explicit.get("gpus", 1)
@@ -89,35 +110,31 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         config = options.resolve(explicit)
-    except (options.OptionsError, DatasetError, CheckpointError) as exc:
-        return _error(str(exc), 2)
+        path, exists = run_dir.choose_run_dir(config)
+        if not exists:
+            run_dir.check_writable(config.options.outdir)
+    except (options.OptionsError, DatasetError, CheckpointError, run_dir.RunDirError) as exc:
+        return _error(str(exc), EXIT_USAGE, debug)
 
-    if config.options.get("dry_run"):
-        if config.resume and config.resume["mode"] == "continue" and config.resume.get("run_dir"):
-            config.run_dir = config.resume["run_dir"]
-        else:
-            config.run_dir = options.next_run_dir(config.options["outdir"], config.desc) + " (not created)"
+    if config.options.dry_run:
+        config.run_dir = path + ("" if exists else " (not created)")
         print(options.format_config(config))
         print("\nDry run; exiting.")
         return 0
 
+    config.run_dir = path          # created by the loop once the networks and the resume file have loaded
     try:
         if torchrun:
-            return _run_torchrun(config, options)
-        if config.resume and config.resume["mode"] == "continue" and config.resume.get("run_dir"):
-            config.run_dir = config.resume["run_dir"]
-        else:
-            config.run_dir = options.next_run_dir(config.options["outdir"], config.desc)
-            os.makedirs(config.run_dir, exist_ok=False)
+            return _run_torchrun(config)
         if config.num_gpus == 1:
             from training.loop import training_loop
-            training_loop(config)
-            return 0
+            return _exit_code(training_loop(config))
         return _spawn(config)
     except (TrainingError, DatasetError, CheckpointError) as exc:
-        return _error(str(exc), 1)
-    except KeyboardInterrupt:
-        return _error("interrupted", 130)
+        return _error(str(exc), EXIT_RUNTIME, debug)
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return _error(f"{where}{exc.strerror or exc}", EXIT_RUNTIME, debug)
 
 
 def _spawn(config) -> int:
@@ -127,7 +144,7 @@ def _spawn(config) -> int:
 
     n = config.num_gpus
     if resolve_device(config.device).type == "cuda" and n > torch.cuda.device_count():
-        return _error(f"--gpus={n} but only {torch.cuda.device_count()} CUDA device(s) are visible", 2)
+        return _error(f"--gpus={n} but only {torch.cuda.device_count()} CUDA device(s) are visible", EXIT_USAGE)
     print(f"Launching {n} processes...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         init_method = f"file://{os.path.join(tmp, '.torch_distributed_init')}"
@@ -145,41 +162,47 @@ def _spawn(config) -> int:
             while not context.join():
                 pass
         except mp.ProcessExitedException as exc:
-            return _error(f"a training process exited with code {exc.exit_code} (see its message above)", 1)
+            return _error(f"a training process exited with code {exc.exit_code} (see its message above)", EXIT_RUNTIME)
         except mp.ProcessRaisedException as exc:
-            return _error(f"a training process failed:\n{exc}", 1)
+            return _error(f"a training process failed: {str(exc).strip().splitlines()[-1]}", EXIT_RUNTIME)
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
-    return 0
+    return 128 + notified[0] if notified else 0
 
 
-def _run_torchrun(config, options) -> int:
-    import datetime
+def _exit_code(result) -> int:
+    """0, or 128 + the signal that stopped training after its snapshot (130 for Ctrl-C), as shells do."""
+    if not result["aborted"]:
+        return 0
+    return 128 + (result.get("signal") or signal.SIGINT)
 
+
+def _run_torchrun(config) -> int:
     import torch
-    from training.loop import training_loop
+    from training.loop import init_distributed, training_loop
 
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
-    backend = "nccl" if (config.device != "cpu" and torch.cuda.is_available()) else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(local % torch.cuda.device_count())
-    torch.distributed.init_process_group(backend=backend, init_method="env://", timeout=datetime.timedelta(hours=6))
+    init_distributed(rank, world, "env://", config.device, local_rank=local)
     try:
-        holder = [None]
-        if rank == 0:
-            if config.resume and config.resume["mode"] == "continue" and config.resume.get("run_dir"):
-                holder[0] = config.resume["run_dir"]
-            else:
-                holder[0] = options.next_run_dir(config.options["outdir"], config.desc)
-                os.makedirs(holder[0], exist_ok=False)
-        torch.distributed.broadcast_object_list(holder, src=0)
+        holder = [config.run_dir]
+        torch.distributed.broadcast_object_list(holder, src=0)        # rank 0's choice of folder
         config.run_dir = holder[0]
-        training_loop(config, rank=rank, world_size=world, local_rank=local)
+        result = training_loop(config, rank=rank, world_size=world, local_rank=local)
     finally:
         torch.distributed.destroy_process_group()
-    return 0
+    return _exit_code(result)
+
+
+def _entry() -> int:
+    try:
+        code = main()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:              # `train.py --help | head`: the reader left; end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_entry())

@@ -283,19 +283,6 @@ def _load_state_file(path: str):
                          "saved by the viewer or by `images`") from None
 
 
-def resolve_device(name: str) -> str:
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} requested but CUDA is not available")
-    return name
-
-
 def load_generator(network: Optional[str], device: str):
     """A generator (model.load) or a fitted scene (model.scene), with a clear message for a
     missing default checkpoint."""
@@ -325,6 +312,7 @@ def _run(args) -> List[Path]:
         torch.set_num_threads(args.threads)
     view = args.command != "mesh"
     state = build_state(args, view=view)
+    from model.device import resolve_device
     device = resolve_device(args.device)
     G, network = load_generator(args.network, device)
     channels = getattr(getattr(getattr(G, "cfg", None), "decoder", None), "output_features", None)

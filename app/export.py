@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from model.output import SIGNATURE, AtomicOutput, check_replace, has_signature
+from model.device import module_device
 
 from . import state as S
 
@@ -602,13 +603,6 @@ def layout_grid(cells: np.ndarray, grid: Tuple[int, int]) -> np.ndarray:
     return cells.reshape(rows, cols, h, w, ch).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, ch)
 
 
-def model_device(G) -> torch.device:
-    try:
-        return next(G.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
-
-
 def provenance(network: Optional[PathLike]) -> dict:
     """Metadata about the checkpoint: path and SHA-256."""
     return {"network": None if network is None else str(network), "network_sha256": file_digest(network)}
@@ -850,7 +844,7 @@ def interpolation_frames(G, state: Optional[S.ViewerState] = None, seeds=None, *
 
     interps = None if follow else keys_for(None)
     renderer = StateRenderer(G, size=size, depth_side=depth_side, cache_size=1)
-    device = model_device(G)
+    device = module_device(G)
 
     def gen():
         for f in range(total):

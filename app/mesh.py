@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from model.output import SIGNATURE, AtomicOutput
+from model.device import module_device
 
 from . import state as S
 from .export import (ExportCancelled, ExportError, Progress, ProgressFn, check_output, parse_seeds, provenance,
@@ -332,7 +333,7 @@ def default_level(G) -> float:
 
 def default_trim(G) -> float:
     """0 for a fitted scene (its box is the scene's), else the official 30/256 border."""
-    return 0.0 if S.is_scene_model(G) else OFFICIAL_TRIM
+    return OFFICIAL_TRIM if G.has_latent else 0.0
 
 
 def export_mesh(G, out, state: Optional[S.ViewerState] = None, seeds=None, *, res: int = 256,
@@ -360,7 +361,7 @@ def export_mesh(G, out, state: Optional[S.ViewerState] = None, seeds=None, *, re
             raise ExportError(f"output folder {t.parent} does not exist")
         for seed in cell_seeds:
             check_output(_seed_path(t, seed, len(cell_seeds)), overwrite, (network, protect))
-    device = next(G.parameters()).device
+    device = module_device(G)
     spec = GridSpec(res, float(G.cfg.rendering.box_warp))
     written: List[Path] = []
     for seed in cell_seeds:
@@ -379,7 +380,7 @@ def export_mesh(G, out, state: Optional[S.ViewerState] = None, seeds=None, *, re
             if trim > 0:
                 clear_border(grid, int(trim * spec.res), value=min(-1000.0, level - 1000.0))
         prov = provenance(network)
-        what = (f"fitted scene ({G.repr})" if S.is_scene_model(G)
+        what = (f"fitted scene ({G.repr})" if not G.has_latent
                 else f"seed {st.seed}, psi {st.trunc_psi:g}, cond {st.cond_mode}")
         comments = [f"eg3d toolkit mesh: {what}",
                     f"network {prov['network']} sha256 {prov['network_sha256']}",

@@ -1,13 +1,19 @@
-"""Background work for the viewer: rendering (latest request wins), model loading, side jobs.
+"""The viewer's render worker: the newest request wins, the UI thread never runs the generator.
 
-The UI thread never runs the generator. It posts `RenderRequest`s to a `RenderWorker`; the worker
-keeps only the newest pending request, renders it (reusing ws and planes when only the camera or
-the render settings changed) and publishes a `RenderResult`, which the UI picks up with `poll()`
-and shows while the next one renders. Model files are opened by `ModelLoader` threads; an error is
-reported as text and the UI keeps the model it has.
+The UI posts a `RenderRequest` (a copy of the view state plus the `RenderOptions` of the viewer:
+A/B split, sensitivity, plane caching, and the preview factor) whenever the request differs from
+the last one by dataclass equality. The worker keeps only the newest pending request, renders it
+(reusing ws while the latent section and the conditioning label are unchanged, and the planes
+while ws is) and publishes a `Frame`, which the UI picks up with `poll()`.
+
+The worker is a separate process: the generator's Python code never holds the UI's interpreter
+lock, and the process runs at a lower OS priority (`WORKER_NICE`) with its own torch threads, so
+a busy CPU slows the renders, not the UI.
 """
 from __future__ import annotations
 
+import os
+import queue
 import threading
 import time
 import traceback
@@ -19,331 +25,320 @@ import torch
 
 from . import state as S
 
+PREVIEW_TARGET_MS = 60.0
+PREVIEW_FACTORS = (2, 3, 4, 6, 8)
+PREVIEW_MIN_RES = 16
+WS_CACHE_SIZE = 64
+WORKER_NICE = 10                  # added to the render process's niceness
+SENSITIVITY_DELTA_DEG = 10.0
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How the viewer wants the frame, beyond the state (carried in the request, compared by ==)."""
+    split_ab: bool = False         # also render with conditioning = camera (the A/B debugger)
+    sensitivity: bool = False      # measure the conditioning sensitivity after the frame
+    cache_planes: bool = True
+
 
 @dataclass
 class RenderRequest:
     state: S.ViewerState
+    options: RenderOptions = RenderOptions()
     preview: int = 0               # > 1: neural resolution / preview, half the samples (dragging)
-    split_ab: bool = False         # also render with conditioning = camera (the A/B debugger)
-    sensitivity: bool = False      # measure the conditioning sensitivity after the frame
-    cache_planes: bool = True
     serial: int = 0                # set by the worker
 
 
 @dataclass
-class RenderResult:
+class Frame:
+    """A finished render, as the viewport shows it."""
     serial: int
     state: S.ViewerState           # the state as requested (before preview reduction)
-    rgb: Optional[np.ndarray] = None        # uint8 [H, W, 3], what the viewport shows
+    options: RenderOptions = RenderOptions()
+    rgb: Optional[np.ndarray] = None        # uint8 [H, W, 3]
     rgb_b: Optional[np.ndarray] = None      # the B image of the A/B split (cond = camera)
     preview: bool = False
     timings: Dict[str, float] = field(default_factory=dict)   # ms per stage
     planes_cached: bool = False
+    ws_cached: bool = False
+    cache_hits: int = 0            # the planes cache's totals when this frame finished
+    cache_misses: int = 0
     error: Optional[str] = None
     model_serial: int = 0
     finished_at: float = 0.0
 
 
-PREVIEW_TARGET_MS = 60.0
-
-
 def preview_factor(full_ms: float, target_ms: float = PREVIEW_TARGET_MS) -> int:
     """Neural-resolution divisor that brings a full render of `full_ms` near `target_ms`
-    (cost ~ pixels x samples, samples halved): 2, 3, 4, 6 or 8."""
-    need = max(full_ms / target_ms / 2.0, 1.0)   # the halved samples give the first 2x
-    for f in (2, 3, 4, 6, 8):
+    (cost ~ pixels x samples; the halved samples give the first 2x)."""
+    need = max(full_ms / target_ms / 2.0, 1.0)
+    for f in PREVIEW_FACTORS:
         if f * f >= need:
             return f
-    return 8
+    return PREVIEW_FACTORS[-1]
 
 
 def preview_state(state: S.ViewerState, G, factor: int = 2) -> S.ViewerState:
-    """A cheaper version of the state: neural resolution / factor (at least 16 px) and half the
-    depth samples. The super-resolution still outputs the full size."""
-    nr = int(state.neural_res or G.neural_rendering_resolution)
-    return state.copy(neural_res=max(16, min(nr, nr // factor)),
-                      depth_mult=max(0.125, state.depth_mult / 2),
-                      importance_mult=max(0.125, state.importance_mult / 2))
+    """A cheaper version of the state: neural resolution / factor and half the depth samples.
+    The super-resolution still outputs the full size."""
+    rs = state.render
+    nr = int(rs.neural_res or G.neural_rendering_resolution)
+    return state.copy(neural_res=max(PREVIEW_MIN_RES, min(nr, nr // factor)),
+                      depth_mult=max(0.125, rs.depth_mult / 2),
+                      importance_mult=max(0.125, rs.importance_mult / 2))
 
 
 def ab_states(state: S.ViewerState) -> Tuple[S.ViewerState, S.ViewerState]:
     """(A, B) of the pose-conditioning debugger: A keeps a fixed conditioning pose (the state's,
     or frontal if the state follows the camera), B conditions on the camera."""
-    a = state if state.cond_mode != "camera" else state.copy(cond_mode="frontal")
+    a = state if state.conditioning.mode != "camera" else state.copy(cond_mode="frontal")
     return a, state.copy(cond_mode="camera")
 
 
-class Interrupted(Exception):
-    pass
+class Superseded(Exception):
+    """A newer request arrived while measuring; the measurement is dropped."""
 
 
 def conditioning_sensitivity(G, state: S.ViewerState, planes_cache: Optional[S.PlanesCache] = None,
-                             delta_deg: float = 10.0,
+                             delta_deg: float = SENSITIVITY_DELTA_DEG,
                              should_stop: Optional[Callable[[], bool]] = None) -> Dict[str, float]:
     """Mean absolute pixel change (0..255) of the shown render when only the conditioning pose
     moves: by +delta in yaw, by +delta in pitch, and from the fixed pose to the camera pose.
-    `should_stop()` is checked between the renders (raises `Interrupted`)."""
-    pose = S.conditioning_pose(state) or (state.yaw, state.pitch)
+    `should_stop()` is checked between the renders (raises `Superseded`)."""
+    pose = S.conditioning_pose(state) or (state.camera.yaw, state.camera.pitch)
     base = state.copy(cond_mode="custom", cond_yaw=pose[0], cond_pitch=pose[1])
 
     def img(s):
         if should_stop is not None and should_stop():
-            raise Interrupted()
+            raise Superseded()
         return S.to_display_rgb(S.render_state(G, s, planes_cache), s).astype(np.float32)
 
     ref = img(base)
-    out = {}
-    out["yaw"] = float(np.abs(img(base.copy(cond_yaw=pose[0] + delta_deg)) - ref).mean())
-    out["pitch"] = float(np.abs(img(base.copy(cond_pitch=pose[1] + delta_deg)) - ref).mean())
-    out["camera"] = float(np.abs(img(state.copy(cond_mode="camera")) - ref).mean())
-    out["delta_deg"] = delta_deg
-    return out
+    return dict(yaw=float(np.abs(img(base.copy(cond_yaw=pose[0] + delta_deg)) - ref).mean()),
+                pitch=float(np.abs(img(base.copy(cond_pitch=pose[1] + delta_deg)) - ref).mean()),
+                camera=float(np.abs(img(state.copy(cond_mode="camera")) - ref).mean()),
+                delta_deg=delta_deg)
 
 
-class RenderWorker:
-    """One daemon thread that renders the newest request for the current model."""
+class _Renderer:
+    """The render process's state: the model, the ws cache (keyed on the latent section and the
+    conditioning label) and the planes cache."""
 
-    def __init__(self, on_result: Optional[Callable[[], None]] = None):
-        self._cv = threading.Condition()
-        self._pending: Optional[RenderRequest] = None
-        self._result: Optional[RenderResult] = None
-        self._sensitivity: Optional[Dict[str, float]] = None
-        self._G = None
-        self._model_serial = 0
-        self._serial = 0
-        self._stop = False
-        self._busy = False
-        self._on_result = on_result
+    def __init__(self):
+        self.G = None
         self.cache = S.PlanesCache(capacity=6)
-        self._ws_cache: Dict[tuple, torch.Tensor] = {}
-        self._thread = threading.Thread(target=self._run, name="eg3d-render", daemon=True)
-        self._thread.start()
+        self.ws_cache: Dict[tuple, torch.Tensor] = {}
 
-    # -- UI-thread API ----------------------------------------------------------------------
-    def set_model(self, G) -> int:
-        with self._cv:
-            self._G = G
-            self._model_serial += 1
-            self.cache.clear()
-            self._ws_cache.clear()
-            self._result = None
-            self._sensitivity = None
-            self._cv.notify_all()
-            return self._model_serial
+    def set_model(self, G) -> None:
+        self.G = G
+        self.cache.clear()
+        self.ws_cache.clear()
 
-    @property
-    def model(self):
-        return self._G
-
-    def submit(self, request: RenderRequest) -> int:
-        with self._cv:
-            self._serial += 1
-            request.serial = self._serial
-            self._pending = request
-            self._cv.notify_all()
-            return self._serial
-
-    def poll(self) -> Optional[RenderResult]:
-        """The newest finished result not yet taken, or None."""
-        with self._cv:
-            r, self._result = self._result, None
-            return r
-
-    def poll_sensitivity(self) -> Optional[Dict[str, float]]:
-        with self._cv:
-            r, self._sensitivity = self._sensitivity, None
-            return r
-
-    @property
-    def busy(self) -> bool:
-        with self._cv:
-            return self._busy or self._pending is not None
-
-    def stop(self, timeout: float = 5.0) -> None:
-        with self._cv:
-            self._stop = True
-            self._cv.notify_all()
-        self._thread.join(timeout)
-
-    # -- worker thread ------------------------------------------------------------------------
-    def _run(self) -> None:
-        torch.set_grad_enabled(False)
-        while True:
-            with self._cv:
-                while not self._stop and (self._pending is None or self._G is None):
-                    self._cv.wait()
-                if self._stop:
-                    return
-                req, self._pending = self._pending, None
-                G, model_serial = self._G, self._model_serial
-                self._busy = True
-            try:
-                result = self._render(G, req)
-            except Exception as exc:  # a render error must never kill the worker
-                result = RenderResult(serial=req.serial, state=req.state,
-                                      error=f"{type(exc).__name__}: {exc}")
-                traceback.print_exc()
-            result.model_serial = model_serial
-            result.finished_at = time.perf_counter()
-            with self._cv:
-                self._busy = False
-                if model_serial == self._model_serial:
-                    self._result = result
-            if self._on_result is not None:
-                self._on_result()
-            if req.sensitivity and result.error is None:
-                with self._cv:
-                    newer = self._pending is not None
-                if not newer:
-                    def newer_request():
-                        with self._cv:
-                            return self._pending is not None or self._stop
-                    try:
-                        sens = conditioning_sensitivity(G, req.state, self.cache,
-                                                        should_stop=newer_request)
-                    except Interrupted:
-                        continue
-                    except Exception as exc:
-                        sens = {"error": f"{type(exc).__name__}: {exc}"}
-                    with self._cv:
-                        if model_serial == self._model_serial:
-                            self._sensitivity = sens
-                    if self._on_result is not None:
-                        self._on_result()
-
-    def _ws(self, G, state: S.ViewerState) -> Tuple[torch.Tensor, float]:
-        """ws of the state, cached by the latent-relevant fields and the conditioning label."""
+    def ws(self, state: S.ViewerState) -> Tuple[torch.Tensor, float, bool]:
         t0 = time.perf_counter()
-        c = S.conditioning_label(state, G)
-        latent = (state.seed, state.seed_frac, state.trunc_psi, state.trunc_cutoff,
-                  state.interp_enabled, state.interp_seed_a, state.interp_seed_b, state.interp_t,
-                  state.mix_enabled, state.mix_seed, tuple(state.mix_layers))
-        key = (latent, tuple(c.flatten().tolist()))
-        ws = self._ws_cache.get(key)
-        if ws is None:
-            ws = S.compute_ws(G, state, c)
-            if len(self._ws_cache) > 64:
-                self._ws_cache.clear()
-            self._ws_cache[key] = ws
-        return ws, (time.perf_counter() - t0) * 1e3
+        c = S.conditioning_label(state, self.G)
+        key = (state.latent.key(), tuple(c.flatten().tolist()))
+        ws = self.ws_cache.get(key)
+        hit = ws is not None
+        if not hit:
+            ws = S.compute_ws(self.G, state, c)
+            if len(self.ws_cache) >= WS_CACHE_SIZE:
+                self.ws_cache.clear()
+            self.ws_cache[key] = ws
+        return ws, (time.perf_counter() - t0) * 1e3, hit
 
-    def _render_one(self, G, state: S.ViewerState, req: RenderRequest, timings: Dict[str, float]):
-        ws, t_map = self._ws(G, state)
-        self.cache.enabled = req.cache_planes
-        hit = self.cache.lookup(G, ws, state.noise_mode) is not None
-        t = {}
-        out = S.render_state(G, state, self.cache, ws=ws, timings=t)
+    def render_one(self, state: S.ViewerState, options: RenderOptions, timings: Dict[str, float]):
+        ws, t_map, ws_hit = self.ws(state)
+        self.cache.enabled = options.cache_planes
+        planes_hit = self.cache.lookup(self.G, ws, state.render.noise_mode) is not None
+        t: Dict[str, float] = {}
+        out = S.render_state(self.G, state, self.cache, ws=ws, timings=t)
         t["mapping"] = t_map
         t0 = time.perf_counter()
         rgb = S.to_display_rgb(out, state)
         t["to_rgb"] = (time.perf_counter() - t0) * 1e3
         for k, v in t.items():
             timings[k] = timings.get(k, 0.0) + v
-        return rgb, hit
+        return rgb, ws_hit, planes_hit
 
-    def _render(self, G, req: RenderRequest) -> RenderResult:
-        state = preview_state(req.state, G, req.preview) if req.preview else req.state
+    def render(self, req: RenderRequest) -> Frame:
+        state = preview_state(req.state, self.G, req.preview) if req.preview else req.state
         timings: Dict[str, float] = {}
         t0 = time.perf_counter()
-        if req.split_ab:
+        rgb_b = None
+        if req.options.split_ab:
             a, b = ab_states(state)
-            rgb, hit = self._render_one(G, a, req, timings)
-            rgb_b, _ = self._render_one(G, b, req, timings)
+            rgb, ws_hit, hit = self.render_one(a, req.options, timings)
+            rgb_b, _, _ = self.render_one(b, req.options, timings)
         else:
-            rgb, hit = self._render_one(G, state, req, timings)
-            rgb_b = None
+            rgb, ws_hit, hit = self.render_one(state, req.options, timings)
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return RenderResult(serial=req.serial, state=req.state, rgb=rgb, rgb_b=rgb_b,
-                            preview=bool(req.preview), timings=timings, planes_cached=hit)
+        return Frame(serial=req.serial, state=req.state, options=req.options, rgb=rgb, rgb_b=rgb_b,
+                     preview=bool(req.preview), timings=timings, planes_cached=hit, ws_cached=ws_hit,
+                     cache_hits=self.cache.hits, cache_misses=self.cache.misses)
 
 
-@dataclass
-class LoadResult:
-    path: str
-    G: object = None
-    error: Optional[str] = None
-    seconds: float = 0.0
+def _serve(requests, results, nice: int, threads: Optional[int]) -> None:
+    """The render process: apply model changes in order, render only the newest request."""
+    if nice and hasattr(os, "nice"):
+        os.nice(nice)
+    if threads:
+        torch.set_num_threads(int(threads))
+    torch.set_grad_enabled(False)
+    r, model_serial, backlog = _Renderer(), 0, []
+
+    def newest():
+        """Drain the queue: model messages take effect, the last render request wins."""
+        nonlocal model_serial
+        req = None
+        while True:
+            if backlog:
+                msg = backlog.pop(0)
+            else:
+                try:
+                    msg = requests.get_nowait()
+                except queue.Empty:
+                    return req
+            if msg[0] == "stop":
+                raise SystemExit
+            if msg[0] == "model":
+                model_serial = msg[1]
+                r.set_model(msg[2])
+                req = None
+            else:
+                req = msg[1]
+
+    try:
+        while True:
+            backlog.append(requests.get())
+            req = newest()
+            if req is None or r.G is None:
+                continue
+            try:
+                frame = r.render(req)
+            except Exception as exc:  # a render error must never end the process
+                frame = Frame(serial=req.serial, state=req.state, options=req.options,
+                              error=f"{type(exc).__name__}: {exc}")
+                traceback.print_exc()
+            frame.model_serial, frame.finished_at = model_serial, time.time()
+            results.put(("frame", frame))
+            if req.options.sensitivity and frame.error is None and requests.empty():
+                try:
+                    sens = conditioning_sensitivity(r.G, req.state, r.cache, should_stop=lambda: not requests.empty())
+                except Superseded:
+                    continue
+                except Exception as exc:  # noqa: BLE001 - shown in the panel
+                    sens = {"error": f"{type(exc).__name__}: {exc}"}
+                results.put(("sensitivity", sens, model_serial))
+    except (SystemExit, KeyboardInterrupt, EOFError, OSError):
+        pass
+    finally:
+        results.put(("stopped",))
 
 
-class ModelLoader:
-    """Opens a model file in a daemon thread (`app.state.load_model`: our .safetensors, an
-    official .pkl, or a fitted scene: scene.safetensors / checkpoint.safetensors / its run folder)."""
+class RenderWorker:
+    """Renders the newest request for the current model in its own process.
 
-    def __init__(self, path: str, device: str = "cpu", on_done: Optional[Callable[[], None]] = None):
-        self.path = str(path)
-        self.device = device
-        self.result: Optional[LoadResult] = None
-        self.started = time.perf_counter()
-        self._on_done = on_done
-        self._thread = threading.Thread(target=self._run, name="eg3d-load", daemon=True)
-        self._thread.start()
+    A separate process, not a thread: the generator's Python code then never holds the UI's
+    interpreter lock, and its OS priority (`nice`, niceness added to the UI's) and torch threads
+    (`threads`) are its own. The model is sent once per `set_model` (its tensors travel through
+    shared memory); requests and frames are small. `poll()` returns the newest finished frame.
+    """
+
+    def __init__(self, on_result: Optional[Callable[[], None]] = None, nice: int = WORKER_NICE,
+                 threads: Optional[int] = None):
+        import torch.multiprocessing as mp
+        context = mp.get_context("spawn")
+        self._requests = context.Queue()
+        self._results = context.Queue()
+        self._proc = context.Process(target=_serve, args=(self._requests, self._results, nice, threads),
+                                     name="eg3d-render", daemon=True)
+        self._proc.start()
+        self.pid = self._proc.pid
+        self._lock = threading.Lock()
+        self._result: Optional[Frame] = None
+        self._sensitivity: Optional[Dict[str, float]] = None
+        self._G = None
+        self._model_serial = 0
+        self._serial = 0
+        self._answered = 0
+        self._on_result = on_result
+        self.cache_hits = self.cache_misses = 0
+        self._listener = threading.Thread(target=self._listen, name="eg3d-render-results", daemon=True)
+        self._listener.start()
+
+    # -- UI-thread API ----------------------------------------------------------------------
+    def set_model(self, G) -> int:
+        with self._lock:
+            self._G = G
+            self._model_serial += 1
+            self._result = self._sensitivity = None
+            self._answered = self._serial
+            serial = self._model_serial
+        self._requests.put(("model", serial, G))
+        return serial
 
     @property
-    def done(self) -> bool:
-        return self.result is not None
+    def model(self):
+        return self._G
 
-    def _run(self) -> None:
-        t0 = time.perf_counter()
-        try:
-            G = S.load_model(self.path, device=self.device)
-            for name in ("z_dim", "c_dim", "num_ws", "img_resolution", "neural_rendering_resolution"):
-                if not hasattr(G, name):
-                    raise ValueError(f"{self.path}: not a generator (no {name})")
-            self.result = LoadResult(self.path, G=G, seconds=time.perf_counter() - t0)
-        except BaseException as exc:  # noqa: BLE001 - any failure becomes a message in the UI
-            msg = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, FileNotFoundError) or "No such file" in msg:
-                msg = f"file not found: {self.path}"
-            self.result = LoadResult(self.path, error=msg, seconds=time.perf_counter() - t0)
-        if self._on_done is not None:
-            self._on_done()
+    def submit(self, request: RenderRequest) -> int:
+        with self._lock:
+            self._serial += 1
+            request.serial = self._serial
+        self._requests.put(("render", request))
+        return request.serial
 
+    def poll(self) -> Optional[Frame]:
+        """The newest finished frame (of the current model) not yet taken, or None."""
+        with self._lock:
+            r, self._result = self._result, None
+            return r
 
-# ------------------------------------------------------------------------------------------------
-# dataset cameras (for the pose scatter)
+    def poll_sensitivity(self) -> Optional[Dict[str, float]]:
+        with self._lock:
+            r, self._sensitivity = self._sensitivity, None
+            return r
 
+    @property
+    def busy(self) -> bool:
+        """A submitted request is not answered yet."""
+        with self._lock:
+            return self._answered < self._serial and self._proc.is_alive()
 
-def read_dataset_poses(path: str, limit: int = 20000) -> np.ndarray:
-    """Camera yaw/pitch (degrees from frontal, state convention) of a dataset's labels.
+    @property
+    def exitcode(self) -> Optional[int]:
+        """None while the render process runs; its exit code once it ended."""
+        return self._proc.exitcode
 
-    `path` is a dataset zip or folder with the official `dataset.json`
-    ({"labels": [[filename, [25 floats]], ...]}), or a dataset.json itself. Returns [N, 2]
-    (subsampled evenly to at most `limit` points).
-    """
-    import json
-    import math
-    import os
-    import zipfile
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._proc.is_alive():
+            self._requests.put(("stop",))
+            self._proc.join(timeout)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(timeout)
+        if self._listener.is_alive():
+            self._results.put(("stopped",))      # a process that died cannot say so itself
+        self._listener.join(timeout)
 
-    if os.path.isdir(path):
-        fname = os.path.join(path, "dataset.json")
-        if not os.path.isfile(fname):
-            raise FileNotFoundError(f"{path}: no dataset.json in the folder")
-        with open(fname, "r", encoding="utf-8") as f:
-            meta = json.load(f)
-    elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            names = [n for n in z.namelist() if n.endswith("dataset.json")]
-            if not names:
-                raise FileNotFoundError(f"{path}: no dataset.json in the zip")
-            meta = json.loads(z.read(min(names, key=len)).decode("utf-8"))
-    else:
-        with open(path, "r", encoding="utf-8") as f:
-            meta = json.load(f)
-    labels = meta.get("labels") if isinstance(meta, dict) else None
-    if not labels:
-        raise ValueError(f"{path}: dataset.json has no camera labels")
-    if isinstance(labels, dict):
-        labels = list(labels.items())
-    arr = np.asarray([lab[1] for lab in labels if lab is not None and lab[1] is not None],
-                     dtype=np.float32)
-    if arr.ndim != 2 or arr.shape[1] < 16:
-        raise ValueError(f"{path}: labels are not 25-d camera labels (shape {arr.shape})")
-    if len(arr) > limit:
-        arr = arr[np.linspace(0, len(arr) - 1, limit).astype(np.int64)]
-    from model import camera
-    yaw, pitch, _ = camera.yaw_pitch_radius(torch.from_numpy(arr[:, :16]).reshape(-1, 4, 4))
-    yaw_deg = (yaw.numpy() - camera.FRONTAL) * 180 / math.pi
-    yaw_deg = (yaw_deg + 180) % 360 - 180
-    pitch_deg = (pitch.numpy() - camera.FRONTAL) * 180 / math.pi
-    return np.stack([yaw_deg, pitch_deg], axis=1).astype(np.float64)
+    # -- results (a UI-side thread that waits on the process) ----------------------------------
+    def _listen(self) -> None:
+        while True:
+            try:
+                msg = self._results.get()
+            except (EOFError, OSError):
+                return
+            if msg[0] == "stopped":
+                return
+            with self._lock:
+                if msg[0] == "frame":
+                    frame = msg[1]
+                    self._answered = max(self._answered, frame.serial)
+                    if frame.model_serial == self._model_serial:
+                        self._result = frame
+                        self.cache_hits, self.cache_misses = frame.cache_hits, frame.cache_misses
+                elif msg[0] == "sensitivity" and msg[2] == self._model_serial:
+                    self._sensitivity = msg[1]
+            if self._on_result is not None:
+                self._on_result()

@@ -79,7 +79,7 @@ def worker(payload: dict) -> dict:
     config = options.resolve(explicit, dataset_info=dict(resolution=payload["resolution"], size=1024, name="random"))
     settings = payload.get("settings") or {}
     if settings.get("fused_modconv"):
-        config.G["backbone"]["fused_modconv"] = settings["fused_modconv"]
+        config.G.backbone.fused_modconv = settings["fused_modconv"]
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -125,8 +125,8 @@ def worker(payload: dict) -> dict:
         peak_kind = "cpu_maxrss"
     return dict(sec_per_kimg=wall / images * 1000, cpu_sec_per_kimg=cpu / images * 1000, images_per_sec=images / wall,
                 peak_gb=peak, peak_kind=peak_kind, device=str(device), batch=config.batch_size,
-                batch_gpu=trainer.batch_gpu, resolution=res, nrr=config.loss["neural_rendering_resolution_initial"],
-                fused_modconv=config.G["backbone"]["fused_modconv"], render_path=settings.get("render_path", "reference"),
+                batch_gpu=trainer.batch_gpu, resolution=res, nrr=config.loss.neural_rendering_resolution_initial,
+                fused_modconv=config.G.backbone.fused_modconv, render_path=settings.get("render_path", "reference"),
                 g_params=sum(p.numel() for p in G.parameters()), d_params=sum(p.numel() for p in D.parameters()),
                 finite=all(bool(torch.isfinite(v).all()) for v in trainer.last_losses.values()))
 

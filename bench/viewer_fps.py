@@ -1,21 +1,32 @@
 #!/usr/bin/env python3
-"""Frames per second of the viewer's render path, with and without the tri-plane cache.
+"""Viewer frame rates: the UI thread's FPS and the render worker's FPS side by side, while the
+worker renders continuously (auto-orbit), plus the bare render path with and without the
+tri-plane cache.
 
-    python bench/viewer_fps.py                         # the shipped checkpoint
-    python bench/viewer_fps.py --preset tiny           # random weights, tiny preset
-    python bench/viewer_fps.py --network model.pkl --device cuda
+    python bench/viewer_fps.py                         # the shipped checkpoint, under Xvfb if no DISPLAY
+    python bench/viewer_fps.py --seconds 10 --preset tiny
+    python bench/viewer_fps.py --skip-ui               # only the render path (no window)
 
-Each frame is what the viewer's render worker does for one request at the model's native
-resolution: the final (super-resolved) image for a new camera yaw, converted to display RGB.
-"cached" reuses ws and planes (only the camera moves, the viewer's common case); "uncached"
-recomputes mapping + planes every frame (a new seed each frame). Runs on CPU and, when present,
-CUDA; prints the ratio cached / uncached.
+UI part: the real `app.viewer.Viewer` in its event loop (`wait_events_timeout(1/60)` + `step()`,
+as `Viewer.run` does while animating), auto-orbit on and fast previews off, so every UI frame
+changes the camera and the worker always has a full render to do. Three settings, interleaved in
+one run: the UI alone (the same frames, no renders: the ceiling the machine allows), a render
+process with torch's default threads at the UI's priority, and this viewer (a render process
+with all cores but one, at niceness +10). Prints UI FPS, the slowest UI frame, render FPS, and
+the ratio of this viewer's UI FPS to the UI alone (1.0 = rendering costs the UI nothing).
+
+Render part: what the worker does for one request at the native resolution, the final image
+for a new yaw: "cached" reuses ws and planes (the camera moves), "uncached" recomputes mapping
+and planes (a new seed each frame); CPU and, when present, CUDA.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,6 +36,9 @@ import torch  # noqa: E402
 import model  # noqa: E402
 from app import DEFAULT_MODEL_PATH  # noqa: E402
 from app import state as S  # noqa: E402
+from app.renderer_worker import WORKER_NICE  # noqa: E402
+
+UI_FRAME_S = 1 / 60            # the viewer's event wait while animating
 
 
 def sync(device: str) -> None:
@@ -32,13 +46,11 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(G, device: str, cached: bool, seconds: float, min_frames: int, warmup: int):
+def measure_render(G, device: str, cached: bool, seconds: float, min_frames: int, warmup: int):
     """(fps from the median frame time, fps from the mean, frames, mean per-stage ms)."""
     cache = S.PlanesCache() if cached else None
     base = S.ViewerState(seed=0)
-    stages = {}
-    frames = 0
-    times = []
+    stages, times, frames = {}, [], 0
     for i in range(warmup):                              # allocator / kernel warm-up
         S.to_display_rgb(S.render_state(G, base.copy(yaw=float(i)), cache), base)
     sync(device)
@@ -60,6 +72,68 @@ def measure(G, device: str, cached: bool, seconds: float, min_frames: int, warmu
     return 1.0 / median, frames / elapsed, frames, {k: v / frames for k, v in stages.items()}
 
 
+class Xvfb:
+    """A private X server when there is no display (as the tests do)."""
+
+    def __init__(self):
+        self.proc = None
+
+    def __enter__(self):
+        if os.environ.get("DISPLAY"):
+            return self
+        exe = shutil.which("Xvfb")
+        if exe is None:
+            raise SystemExit("error: no DISPLAY and no Xvfb (apt-get install xvfb), or use --skip-ui")
+        for num in range(140, 200):
+            if os.path.exists(f"/tmp/.X11-unix/X{num}") or os.path.exists(f"/tmp/.X{num}-lock"):
+                continue
+            self.proc = subprocess.Popen([exe, f":{num}", "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(200):
+                if os.path.exists(f"/tmp/.X11-unix/X{num}") or self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            if self.proc.poll() is None:
+                time.sleep(0.5)                  # the socket exists a moment before it accepts
+                os.environ["DISPLAY"] = f":{num}"
+                return self
+        raise SystemExit("error: could not start Xvfb")
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            os.environ.pop("DISPLAY", None)
+
+
+def measure_ui(model_path: str, nice: int, seconds: float, threads, render: bool = True) -> dict:
+    """UI and render FPS of the real viewer while the worker renders continuously (render=False:
+    the same UI work, the camera still orbiting, but no requests: the UI's own ceiling)."""
+    from app.viewer import Viewer
+    v = Viewer(model_path=model_path, size=(1100, 700), vsync=False, threads=threads, worker_nice=nice,
+               config_dir=tempfile.mkdtemp(prefix="eg3d-bench-"))
+    v.run_until_idle(300)
+    v.settings.fast_preview = False
+    v.settings.orbit = True
+    if not render:
+        v._submit_if_needed = lambda: None
+    frames, renders, worst = 0, 0, 0.0
+    serial = v.frame.serial if v.frame is not None else None
+    t0 = last = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        v.glfw.wait_events_timeout(UI_FRAME_S)
+        v.step()
+        frames += 1
+        now = time.perf_counter()
+        worst, last = max(worst, now - last), now
+        if v.frame is not None and v.frame.serial != serial:
+            serial, renders = v.frame.serial, renders + 1
+    elapsed = time.perf_counter() - t0
+    ms = v.frame.timings.get("total", 0.0) if v.frame is not None else 0.0
+    v.close()
+    return dict(ui_fps=frames / elapsed, worst_ms=worst * 1e3, render_fps=renders / elapsed, render_ms=ms)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--network", default=str(DEFAULT_MODEL_PATH),
@@ -67,46 +141,67 @@ def main(argv=None) -> int:
     p.add_argument("--preset", choices=model.presets.PRESETS, default=None,
                    help="benchmark a random-weight generator of this preset instead of --network")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (= cpu, and cuda if present)")
-    p.add_argument("--seconds", type=float, default=3.0, help="time per measurement (default 3)")
-    p.add_argument("--min-frames", type=int, default=3, help="at least this many frames (default 3)")
-    p.add_argument("--warmup", type=int, default=2, help="warm-up frames (default 2)")
+    p.add_argument("--seconds", type=float, default=8.0, help="time per measurement (default 8)")
+    p.add_argument("--min-frames", type=int, default=3, help="render path: at least this many frames")
+    p.add_argument("--warmup", type=int, default=2, help="render path: warm-up frames (default 2)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: as the viewer, all cores but one)")
+    p.add_argument("--skip-ui", action="store_true", help="only the render path, no window")
+    p.add_argument("--skip-render", action="store_true", help="only the UI measurement")
     args = p.parse_args(argv)
 
-    torch.set_num_threads(args.threads or max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 1)))
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "auto" \
-        else [args.device]
     if args.preset:
         torch.manual_seed(0)
         G0 = model.build_generator(model.presets.generator_config(args.preset)).eval().requires_grad_(False)
         name = f"preset {args.preset} (random weights)"
+        path = os.path.join(tempfile.mkdtemp(prefix="eg3d-bench-"), f"{args.preset}.safetensors")
+        model.save(path, G0)
     else:
         if not os.path.isfile(args.network):
             print(f"error: {args.network} does not exist; pass --network PATH or --preset tiny|ffhq512",
                   file=sys.stderr)
             return 2
-        G0 = model.load(args.network)
-        name = args.network
+        G0, name, path = model.load(args.network), args.network, args.network
+    cores = os.cpu_count() or 2
     print(f"model: {name}: {G0.img_resolution} px output, {G0.neural_rendering_resolution} px neural "
           f"render, {G0.cfg.rendering.depth_resolution}+{G0.cfg.rendering.depth_resolution_importance} "
-          f"samples/ray; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    rows = []
-    for device in devices:
-        G = G0.to(device)
-        with torch.no_grad():
-            res = {}
-            for cached in (True, False):
-                fps, fps_mean, n, stages = measure(G, device, cached, args.seconds, args.min_frames,
-                                                   args.warmup)
-                res[cached] = fps
-                st = "  ".join(f"{k} {v:.1f}" for k, v in stages.items())
-                label = "cached  " if cached else "uncached"
-                print(f"{device:5s} {label}: {fps:8.2f} FPS (median frame; mean {fps_mean:.2f})  "
-                      f"{n} frames; mean ms/frame: {st}")
-            ratio = res[True] / res[False]
-            print(f"{device:5s} ratio cached/uncached: {ratio:.2f}x")
-            rows.append((device, res[True], res[False], ratio))
+          f"samples/ray; torch {torch.__version__}; {cores} CPU cores, load {os.getloadavg()[0]:.1f}")
+
+    if not args.skip_ui:
+        keep = args.threads or max(1, cores - 1)
+        configs = [("UI alone (no renders; the ceiling)", keep, WORKER_NICE, False),
+                   ("worker: all cores, nice 0", cores, 0, True),
+                   (f"this viewer: worker cores-1, nice +{WORKER_NICE}", keep, WORKER_NICE, True)]
+        with Xvfb():
+            runs = {c[0]: [] for c in configs}
+            for _ in range(2):                                  # interleaved: the load drifts
+                for label, threads, nice, render in configs:
+                    runs[label].append(measure_ui(path, nice, args.seconds / 2, threads, render))
+        mean = {k: {m: sum(r[m] for r in v) / len(v) for m in ("ui_fps", "render_fps")} for k, v in runs.items()}
+        for label, *_ in configs:
+            worst = max(r["worst_ms"] for r in runs[label])
+            print(f"UI  {label:42s}: UI {mean[label]['ui_fps']:6.1f} FPS (slowest frame {worst:5.0f} ms)   "
+                  f"render {mean[label]['render_fps']:6.2f} FPS")
+        alone, ours = mean[configs[0][0]], mean[configs[2][0]]
+        print(f"UI  ratio this viewer rendering / UI alone: {ours['ui_fps'] / max(alone['ui_fps'], 1e-9):.2f}x "
+              f"(load {os.getloadavg()[0]:.1f})")
+
+    if not args.skip_render:
+        torch.set_num_threads(args.threads or max(1, min(torch.get_num_threads(), cores - 1)))
+        devices = (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])) if args.device == "auto" \
+            else [args.device]
+        for device in devices:
+            G = G0.to(device)
+            with torch.no_grad():
+                res = {}
+                for cached in (True, False):
+                    fps, fps_mean, n, stages = measure_render(G, device, cached, args.seconds / 2,
+                                                              args.min_frames, args.warmup)
+                    res[cached] = fps
+                    st = "  ".join(f"{k} {v:.1f}" for k, v in stages.items())
+                    print(f"{device:5s} {'cached  ' if cached else 'uncached'}: {fps:8.2f} FPS (median frame; "
+                          f"mean {fps_mean:.2f})  {n} frames; mean ms/frame: {st}")
+                print(f"{device:5s} ratio cached/uncached: {res[True] / res[False]:.2f}x")
     return 0
 
 

@@ -6,8 +6,8 @@
     planes = G.planes(ws)
     out = G.render(planes, ws, c)                              # image, image_raw, image_depth, ...
 """
-from . import camera, config, presets
-from .checkpoint import (CheckpointError, build_discriminator, build_generator, load, load_all,
+from . import camera, config, device, presets
+from .checkpoint import (CheckpointError, build_discriminator, build_generator, copy_state_dict, load, load_all,
                          load_extra_tensors, read_metadata, save)
 from .config import DiscriminatorConfig, GeneratorConfig
 from .discriminator import DualDiscriminator
@@ -15,7 +15,7 @@ from .generator import TriPlaneGenerator
 from .output import atomic_write
 
 __all__ = [
-    "camera", "config", "presets", "CheckpointError", "build_discriminator", "build_generator",
+    "camera", "config", "device", "presets", "CheckpointError", "copy_state_dict", "build_discriminator", "build_generator",
     "atomic_write", "load", "load_all", "load_extra_tensors", "read_metadata", "save", "DiscriminatorConfig", "GeneratorConfig",
     "DualDiscriminator", "TriPlaneGenerator",
 ]

@@ -207,29 +207,31 @@ def _load_safetensors(path: PathLike, net: str, meta: Optional[Dict[str, str]] =
                     state[key[len(prefix):]] = f.get_tensor(key)
     except Exception as exc:
         raise CheckpointError(f"{path}: could not read tensors ({exc}); the file may be truncated") from None
-    _load_state(module, state, path)
+    copy_state_dict(module, state, path)
     return module
 
 
-def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], path: PathLike,
-                classes: Optional[Mapping[str, str]] = None) -> None:
-    """Copy `state` into `module` after checking names and shapes. classes (official submodule
-    path -> class name) lets a mismatch name the official class whose layout differs."""
+def copy_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], where,
+                    classes: Optional[Mapping[str, str]] = None) -> None:
+    """Check that `state` has exactly the module's tensors with the same shapes, then copy them in
+    (cast to the module's dtypes). CheckpointError names `where` and up to 5 offending keys;
+    classes (official submodule path -> class name) lets it name the official class whose
+    layout differs."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        where = ""
+        owners = ""
         if classes:
-            owners = {classes.get(k.rsplit(".", 1)[0]) for k in missing + unexpected} - {None}
-            if owners:
-                where = f" (in official {', '.join(sorted(owners))})"
-        raise CheckpointError(f"{path}: tensors do not match the architecture{where}: "
+            names = {classes.get(k.rsplit(".", 1)[0]) for k in missing + unexpected} - {None}
+            if names:
+                owners = f" (in official {', '.join(sorted(names))})"
+        raise CheckpointError(f"{where}: tensors do not match the architecture{owners}: "
                               f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                               f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
     for key, value in state.items():
         if tuple(own[key].shape) != tuple(value.shape):
-            raise CheckpointError(f"{path}: tensor {key!r} has shape {tuple(value.shape)}, "
+            raise CheckpointError(f"{where}: tensor {key!r} has shape {tuple(value.shape)}, "
                                   f"expected {tuple(own[key].shape)}")
     with torch.no_grad():
         for key, target in own.items():
@@ -263,7 +265,7 @@ def _load_official(path: PathLike, net: str) -> nn.Module:
     state = dict(official.state_dict)
     if net != "D" and "dataset_label_std" not in state:
         state["dataset_label_std"] = torch.ones(module.cfg.c_dim)   # snapshots saved before training
-    _load_state(module, state, path, official.module_classes)
+    copy_state_dict(module, state, path, official.module_classes)
     return module
 
 

@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from . import camera
+
 # The super-resolution variants of the official code. Each has two StyleGAN2 blocks; the input
 # (the neural render, resized if needed) is img_resolution / 2 when the first block keeps the
 # resolution and img_resolution / 4 when it upsamples. `official_resolution` is the only output
@@ -81,11 +83,11 @@ class RenderingConfig:
     white_back: bool = False
     box_warp: float = 1                      # side length of the cube the planes span
     density_noise: float = 0.0
-    avg_camera_radius: float = 2.7
-    avg_camera_pivot: list = field(default_factory=lambda: [0, 0, 0.2])
+    avg_camera_radius: float = camera.DEFAULT_RADIUS
+    avg_camera_pivot: list = field(default_factory=lambda: list(camera.DEFAULT_PIVOT))
     # Typical field of view of the training cameras, in EG3D's convention (camera.fov_to_intrinsics);
     # viewers and exports start from it. Official snapshots do not store it.
-    avg_camera_fov: float = 18.837
+    avg_camera_fov: float = camera.DEFAULT_FOV_DEG
     # 'official': the third plane samples (z, x) as the official code does; 'clean': (y, z).
     plane_axes: str = "official"
     # Reproduce the official code's quirks (see docs/architecture.md, "Compatibility"):

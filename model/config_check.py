@@ -27,6 +27,7 @@ LIMITS: Dict[str, Tuple[float, float]] = {
     "mapping_layers": (0, 64), "freeze_layers": (0, 64),
 }
 DEFAULT_INT = (0, 1 << 20)
+MAX_NOTES, MAX_NOTE_CHARS = 64, 256
 FLOAT_BOUND = 1e6
 POWER_OF_TWO = ("img_resolution", "resolution")
 
@@ -50,9 +51,10 @@ def check_config(cfg: Any, where: str = "config") -> None:
         elif isinstance(value, float):
             if not (math.isfinite(value) and abs(value) <= FLOAT_BOUND):
                 raise ValueError(f"{name} = {value} is not a finite number within +-{FLOAT_BOUND:g}")
-        elif isinstance(value, list) and f.name in ("official_keys", "filled_defaults"):
-            if len(value) > 64 or not all(isinstance(v, str) and len(v) <= 64 for v in value):
-                raise ValueError(f"{name} must be a short list of key names")
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            # provenance notes (official_keys, filled_defaults): bounded text
+            if len(value) > MAX_NOTES or any(len(v) > MAX_NOTE_CHARS for v in value):
+                raise ValueError(f"{name} must be a list of at most {MAX_NOTES} short strings")
         elif isinstance(value, list):
             if len(value) > 16 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                           and math.isfinite(v) and abs(v) <= FLOAT_BOUND for v in value):

@@ -29,8 +29,10 @@ class TriPlaneGenerator(nn.Module):
     img_channels, rendering_kwargs=..., ...)`, read as the official .pkl importer reads them;
     `TriPlaneGenerator(*G.init_args, **G.init_kwargs)` rebuilds G either way.
     Parameter names match the official `TriPlaneGenerator` state dict (backbone.*, decoder.*,
-    superresolution.*, dataset_label_std).
+    superresolution.*, dataset_label_std). Implements `model.interface.Renderable`.
     """
+
+    has_latent = True
 
     def __init__(self, *args, **kwargs):
         super().__init__()

@@ -47,7 +47,7 @@ def _networks(path) -> Tuple[Dict[str, object], Dict[str, int], List[str]]:
         aug = snapshot.get("augment_pipe")
         if aug is not None:
             p = aug.state_dict.get("p")
-            notes.append(f"augment_pipe: official AugmentPipe (data only, not loaded)"
+            notes.append("augment_pipe: official AugmentPipe (data only, not loaded)"
                          + (f", p = {float(p.reshape(-1)[0]):.4f}" if p is not None and p.numel() else ""))
         tsk = snapshot.get("training_set_kwargs")
         if isinstance(tsk, dict) and tsk.get("path"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 
+from . import camera
 from .config import (BackboneConfig, DiscriminatorConfig, GeneratorConfig, MappingConfig,
                      RenderingConfig, SuperResConfig)
 
@@ -17,7 +18,7 @@ def _ffhq_like(pivot) -> GeneratorConfig:
         backbone=BackboneConfig(channel_base=32768, channel_max=512),
         rendering=RenderingConfig(ray_start=2.25, ray_end=3.3, depth_resolution=48,
                                   depth_resolution_importance=48, box_warp=1,
-                                  avg_camera_radius=2.7, avg_camera_pivot=list(pivot)),
+                                  avg_camera_radius=camera.DEFAULT_RADIUS, avg_camera_pivot=list(pivot)),
         superres=SuperResConfig(module="SuperresolutionHybrid8XDC", num_fp16_res=4),
     )
 
@@ -50,7 +51,7 @@ def _tiny() -> GeneratorConfig:
 
 
 _GENERATORS = {
-    "ffhq512": lambda: _ffhq_like([0, 0, 0.2]),
+    "ffhq512": lambda: _ffhq_like(camera.DEFAULT_PIVOT),
     "afhq512": lambda: _ffhq_like([0, 0, -0.06]),
     "shapenet128": _shapenet,
     "tiny": _tiny,

@@ -22,14 +22,16 @@ class PreviewSettings:
     superresolution: bool = False             # False: image = raw render, bilinearly upsampled
 
 
+@torch.no_grad()
 def render_preview(G, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor,
                    settings: PreviewSettings = PreviewSettings()) -> Dict[str, torch.Tensor]:
     """G.render's outputs for cached planes [B, 3, C, H, W], ws, cameras c [B, 25] at preview
-    quality; image [B, 3, S, S] always has the model's output size S."""
+    quality; image [B, 3, S, S] always has the model's output size S. G is any
+    `model.interface.Renderable`; without autograd a generator renders on the fast path."""
     out = G.render(planes, ws, c, neural_rendering_resolution=settings.neural_resolution,
                    depth_resolution=settings.depth_resolution,
                    depth_resolution_importance=settings.depth_resolution_importance,
-                   superresolution=settings.superresolution, deterministic=True, path="fast")
+                   superresolution=settings.superresolution, deterministic=True)
     if not settings.superresolution:
         size = (G.img_resolution, G.img_resolution)
         out["image"] = F.interpolate(out["image_raw"], size=size, mode="bilinear",

@@ -33,11 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .camera import generate_rays, intrinsics_to_fov, look_at_pose, make_label, split_label
+from .checkpoint import CheckpointError, copy_state_dict
+from .device import module_device
 from .config import DecoderConfig, GeneratorConfig, RenderingConfig, from_dict, to_dict
 from .config_check import check_config
 from .output import atomic_write
 from .rendering import render_rays
-from .triplane import sample_planes
+from .triplane import colour_activation, sample_planes
 
 FORMAT = "eg3d-sso/1"
 REPRS = ("triplane", "voxel", "mlp")
@@ -166,8 +168,7 @@ def mlp_param_count(in_features: int, hidden: int, layers: int, out_features: in
 
 def _decode(net: nn.Module, x: torch.Tensor) -> Dict[str, torch.Tensor]:
     out = net(x)
-    # The colour activation of EG3D's decoder (MipNeRF's widened sigmoid).
-    return {"sigma": out[..., :1], "rgb": torch.sigmoid(out[..., 1:4]) * (1 + 2 * 0.001) - 0.001}
+    return {"sigma": out[..., :1], "rgb": colour_activation(out[..., 1:4])}
 
 
 class SSOField(nn.Module):
@@ -407,9 +408,9 @@ def _load_field(cfg: SSOConfig, tensors: Dict[str, torch.Tensor], where: str) ->
                        f"{stored:,} values")
     fld = build_field(cfg.field)
     try:
-        fld.load_state_dict(state)
-    except RuntimeError as e:
-        raise SSOError(f"{where}: field tensors do not match its config ({e})") from None
+        copy_state_dict(fld, state, f"{where}: field")
+    except CheckpointError as e:
+        raise SSOError(f"{e} (the field's config does not match its tensors)") from None
     return fld
 
 
@@ -457,7 +458,7 @@ class SceneField:
 
     @property
     def device(self) -> torch.device:
-        return next(self.field.parameters()).device
+        return module_device(self.field)
 
     def to(self, device) -> "SceneField":
         self.field.to(device)
@@ -563,7 +564,8 @@ def is_scene(path: PathLike) -> bool:
 
 
 class SceneGenerator(nn.Module):
-    """A fitted scene with the generator interface the viewer and the exports call.
+    """A fitted scene behind `model.interface.Renderable`, the interface the viewer and the
+    exports call.
 
     A scene has no latent: `mapping` returns zeros [B, 1, 1] (z_dim = w_dim = num_ws = 1), `planes`
     an empty placeholder, and `render(planes, ws, c, ...)` renders the cameras c with the field.
@@ -574,7 +576,7 @@ class SceneGenerator(nn.Module):
     channels); `sample_density` gives the raw sigma and RGB in [0, 1] as `G.sample_density` does.
     """
 
-    is_scene = True
+    has_latent = False
 
     def __init__(self, scene: SceneField, resolution: Optional[int] = None, chunk: int = 16384):
         super().__init__()
@@ -603,8 +605,9 @@ class SceneGenerator(nn.Module):
         return ws.new_zeros(ws.shape[0], 0)
 
     @torch.no_grad()
-    def render(self, planes, ws, c, neural_rendering_resolution=None, deterministic=True, depth_resolution=None,
-               depth_resolution_importance=None, superresolution=True, **_) -> Dict[str, torch.Tensor]:
+    def render(self, planes, ws, c, neural_rendering_resolution: Optional[int] = None, deterministic: bool = False,
+               depth_resolution: Optional[int] = None, depth_resolution_importance: Optional[int] = None,
+               superresolution: bool = True) -> Dict[str, torch.Tensor]:
         r = self.cfg.rendering
         rendering = dataclasses.replace(
             self.scene.rendering, depth_resolution=int(depth_resolution or r.depth_resolution),
@@ -625,6 +628,7 @@ class SceneGenerator(nn.Module):
         return self.field(points.to(self.scene.device, torch.float32))
 
     def synthesis(self, ws, c, noise_mode="const", **kwargs):
+        """planes(ws) then render(...): the generator's official entry point."""
         return self.render(self.planes(ws), ws, c, **kwargs)
 
 

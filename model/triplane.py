@@ -67,4 +67,13 @@ class TriPlaneDecoder(nn.Module):
         x = plane_features.mean(dim=1)
         batch, count, channels = x.shape
         x = self.net(x.reshape(batch * count, channels)).reshape(batch, count, -1)
-        return {"sigma": x[..., :1], "rgb": torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001}
+        return {"sigma": x[..., :1], "rgb": colour_activation(x[..., 1:])}
+
+
+COLOUR_MARGIN = 0.001
+
+
+def colour_activation(x: torch.Tensor) -> torch.Tensor:
+    """EG3D's decoder colour activation (MipNeRF's widened sigmoid): (-0.001, 1.001), so the
+    colours 0 and 1 are reachable with finite logits."""
+    return torch.sigmoid(x) * (1 + 2 * COLOUR_MARGIN) - COLOUR_MARGIN

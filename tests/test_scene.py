@@ -87,10 +87,10 @@ def test_detect_and_load(scene_path, tmp_path):
     junk.write_bytes(b"\xff" * 64)
     for p in (gen, junk, tmp_path / "missing.safetensors", tmp_path):
         assert not MS.is_scene(p), p
-    assert not S.is_scene_model(S.load_model(gen))
+    assert S.load_model(gen).has_latent
     for p in (scene_path, scene_path.parent):
         G = S.load_model(p)
-        assert S.is_scene_model(G) and G.repr == "triplane" and G.surface_level == MS.SceneField.surface_level
+        assert not G.has_latent and G.repr == "triplane" and G.surface_level == MS.SceneField.surface_level
     sigma = G.scene.density(torch.tensor([CENTER, [CENTER[0] + RADIUS, CENTER[1], CENTER[2]]]))[:, 0]
     np.testing.assert_allclose(sigma.numpy(), [40.0, 10.0], atol=0.1)   # bilinear: ~h^2 error
     # training.sso re-exports the same objects (no second copy of the representations)

@@ -29,39 +29,158 @@ def _busy_state():
                          feature_range=[-0.5, 0.75])
 
 
-def test_json_round_trip_is_exact():
+V1_JSON = """{"cond_mode": "custom", "cond_pitch": -3.3, "cond_yaw": 7.77, "deterministic": false,
+ "depth_mult": 0.5, "depth_range": [2.3, 3.2], "feature_channel": 17, "feature_range": [-0.5, 0.75],
+ "fov": 14.1, "importance_mult": 2.0, "interp_enabled": true, "interp_seed_a": 3, "interp_seed_b": 99,
+ "interp_t": 0.3125, "mix_enabled": true, "mix_layers": [2, 3, 9], "mix_seed": 42, "neural_res": 48,
+ "noise_mode": "none", "pitch": 12.5, "pivot": [0.0, 0.05, 0.21], "radius": 2.95, "render_type": "feature",
+ "seed": 1234, "seed_frac": 0.25, "trunc_cutoff": 7, "trunc_psi": 0.55, "version": 1, "yaw": -23.4567}"""
+
+
+def _png_with_text(path, text):
+    from PIL import Image, PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    info.add_text(S.PNG_STATE_KEY, text)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path, pnginfo=info)
+
+
+def test_json_round_trip_is_exact_and_grouped():
     for s in (S.ViewerState(), _busy_state()):
         text = s.to_json()
         back = S.ViewerState.from_json(text)
         assert back == s
         assert back.to_json() == text
-        assert json.loads(text)["version"] == S.STATE_VERSION
+        data = json.loads(text)
+        assert data["version"] == S.STATE_VERSION == 2
+        assert set(data) == {"version", "latent", "camera", "conditioning", "render"}
+    d = json.loads(_busy_state().to_json())
+    assert d["latent"]["mix_layers"] == [2, 3, 9] and d["camera"]["yaw"] == -23.4567
+    assert d["conditioning"] == {"mode": "custom", "yaw": 7.77, "pitch": -3.3}
+    assert d["render"]["type"] == "feature"
+
+
+def test_version_1_files_and_pngs_still_load(tmp_path):
+    """A state file and a PNG written by the version-1 viewer (flat keys) load into the sections."""
+    expect = _busy_state()
+    assert S.ViewerState.from_json(V1_JSON) == expect
+    (tmp_path / "old.json").write_text(V1_JSON)
+    assert S.ViewerState.load(tmp_path / "old.json") == expect
+    _png_with_text(tmp_path / "old.png", V1_JSON)
+    assert S.ViewerState.load(tmp_path / "old.png") == expect
+    assert S.ViewerState.from_json('{"version": 1, "seed": 5}') == S.ViewerState(seed=5)
+
+
+def test_flat_names_route_to_sections():
+    s = S.ViewerState(seed=3, yaw=10.0, cond_mode="camera", render_type="depth")
+    assert (s.latent.seed, s.camera.yaw, s.conditioning.mode, s.render.type) == (3, 10.0, "camera", "depth")
+    assert (s.seed, s.yaw, s.cond_mode, s.render_type) == (3, 10.0, "camera", "depth")   # read-only aliases
+    with pytest.raises(AttributeError):
+        s.yaw = 5.0
+    t = s.copy(yaw=20.0, mix_layers=[1])
+    assert t.camera.yaw == 20.0 and s.camera.yaw == 10.0 and t.latent.mix_layers == [1]
+    t.latent.mix_layers.append(2)
+    assert s.latent.mix_layers == []                     # deep copy
+    with pytest.raises(TypeError, match="colour"):
+        s.copy(colour=1)
+    assert s.copy(camera=S.CameraSection(yaw=1.0)).camera == S.CameraSection(yaw=1.0)
+
+
+def test_latent_key_covers_every_field():
+    """The ws cache key changes with every latent field (a new field can never serve stale ws)."""
+    import dataclasses
+    base = S.LatentSection()
+    changed = dict(seed=1, seed_frac=0.5, trunc_psi=0.5, trunc_cutoff=3, interp_enabled=True, interp_seed_a=4,
+                   interp_seed_b=5, interp_t=0.5, mix_enabled=True, mix_seed=9, mix_layers=[1])
+    assert set(changed) == {f.name for f in dataclasses.fields(S.LatentSection)}
+    keys = {base.key()}
+    for name, value in changed.items():
+        k = dataclasses.replace(base, **{name: value}).key()
+        assert k not in keys, name
+        keys.add(k)
+    hash(base.key())
 
 
 def test_unknown_key_and_bad_values_are_named():
-    with pytest.raises(ValueError, match="'sed'"):
+    with pytest.raises(S.StateError, match="'sed'"):
         S.ViewerState.from_json('{"sed": 3}')
-    with pytest.raises(ValueError, match="render_type"):
+    with pytest.raises(S.StateError, match="'sed'.*latent"):
+        S.ViewerState.from_json('{"latent": {"sed": 3}}')
+    with pytest.raises(S.StateError, match="render_type"):
         S.ViewerState.from_json('{"render_type": "normals"}')
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(S.StateError, match="render.type"):
+        S.ViewerState.from_json('{"render": {"type": "normals"}}')
+    with pytest.raises(S.StateError, match="seed"):
         S.ViewerState.from_json('{"seed": "abc"}')
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(S.StateError, match="seed"):
         S.ViewerState.from_json('{"seed": -1}')
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(S.StateError, match="not valid JSON"):
         S.ViewerState.from_json("{")
-    with pytest.raises(ValueError, match="trunc_psi"):
+    with pytest.raises(S.StateError, match="trunc_psi"):
         S.ViewerState.from_json('{"trunc_psi": true}')
+    with pytest.raises(S.StateError, match="version 7"):
+        S.ViewerState.from_json('{"version": 7}')
+    assert issubclass(S.StateError, ValueError)
+
+
+BAD_NUMBERS = [
+    ("latent", "trunc_psi", "NaN"), ("latent", "trunc_psi", "1e308"), ("latent", "seed", "1e308"),
+    ("latent", "seed_frac", "1.0"), ("latent", "interp_t", "5"), ("latent", "interp_t", "-0.1"),
+    ("latent", "trunc_cutoff", "-1"), ("latent", "mix_layers", "[-1]"), ("latent", "mix_layers", "[1e308]"),
+    ("camera", "yaw", "Infinity"), ("camera", "yaw", "1e308"), ("camera", "pitch", "-Infinity"),
+    ("camera", "radius", "0"), ("camera", "radius", "1e308"), ("camera", "fov", "200"), ("camera", "fov", "NaN"),
+    ("camera", "pivot", "[0, NaN, 0]"), ("camera", "pivot", "[0, 0]"), ("conditioning", "yaw", "NaN"),
+    ("conditioning", "pitch", "1e308"), ("render", "depth_mult", "0"), ("render", "depth_mult", "Infinity"),
+    ("render", "importance_mult", "1e308"), ("render", "neural_res", "3"), ("render", "neural_res", "1e308"),
+    ("render", "feature_channel", "1e9"), ("render", "depth_range", "[3, 2]"), ("render", "depth_range", "[0, Infinity]"),
+    ("render", "feature_range", "[NaN, 1]"),
+]
+
+
+@pytest.mark.parametrize("section,name,value", BAD_NUMBERS, ids=[f"{s}.{n}={v}" for s, n, v in BAD_NUMBERS])
+def test_non_finite_and_absurd_numbers_are_refused_naming_the_field(section, name, value, tmp_path):
+    """At the boundary: state JSON and PNG metadata; the error names the field (and the file)."""
+    text = f'{{"version": 2, "{section}": {{"{name}": {value}}}}}'
+    with pytest.raises(S.StateError, match=f"{section}.{name}="):
+        S.ViewerState.from_json(text)
+    _png_with_text(tmp_path / "bad.png", text)
+    with pytest.raises(S.StateError, match=f"bad.png: .*{section}.{name}="):
+        S.ViewerState.load(tmp_path / "bad.png")
+
+
+def test_a_bad_state_is_never_written(tmp_path):
+    """A state made bad in code (a viewer field, a script) refuses to serialise: no JSON, no PNG text."""
+    s = S.ViewerState()
+    s.latent.interp_t = 5.0
+    with pytest.raises(S.StateError, match="latent.interp_t"):
+        s.save(tmp_path / "v.json")
+    assert not (tmp_path / "v.json").exists()
+    s = S.ViewerState()
+    s.camera.yaw = float("nan")
+    with pytest.raises(S.StateError, match="camera.yaw"):
+        S.png_state_text(s)
+    s = S.ViewerState()
+    s.latent.seed = 2.5
+    with pytest.raises(S.StateError, match="latent.seed"):
+        s.validate()
 
 
 def test_file_and_png_round_trip(tmp_path):
+    from app.export import save_png
     s = _busy_state()
     s.save(tmp_path / "v.json")
     assert S.ViewerState.load(tmp_path / "v.json") == s
-    S.save_png(tmp_path / "v.png", np.zeros((8, 8, 3), np.uint8), s, {"eg3d_model": "x"})
+    save_png(np.zeros((8, 8, 3), np.uint8), tmp_path / "v.png", extra_text=S.png_state_text(s))
     assert S.ViewerState.load(tmp_path / "v.png") == s
-    S.save_png(tmp_path / "plain.png", np.zeros((8, 8, 3), np.uint8))
+    save_png(np.zeros((8, 8, 3), np.uint8), tmp_path / "plain.png")
     assert S.state_from_png_safe(tmp_path / "plain.png") is None
     assert S.state_from_png_safe(tmp_path / "v.json") is None
+    with pytest.raises(S.StateError, match="plain.png: PNG has no viewer state"):
+        S.ViewerState.load(tmp_path / "plain.png")
+    (tmp_path / "fake.png").write_bytes(b"not a png at all")
+    with pytest.raises(S.StateError, match="fake.png"):
+        S.ViewerState.load(tmp_path / "fake.png")
+    with pytest.raises(S.StateError, match="missing.json"):
+        S.ViewerState.load(tmp_path / "missing.json")
 
 
 def test_labels(G):

@@ -6,6 +6,7 @@ import glob
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -162,12 +163,12 @@ def test_sigint_stops_cleanly_and_sigkill_resumes(data32, tmp_path):
     cmd = [sys.executable, str(REPO / "train.py"), *tiny(data32, tmp_path, "--kimg=2")]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
 
-    # Ctrl-C: the step finishes, a snapshot is written, exit code 0.
+    # Ctrl-C: the step finishes, a snapshot is written, exit code 130 (as for any interrupted command).
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     _wait_for(lambda: glob.glob(str(tmp_path / "0*" / "latest")), proc)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out[-3000:]
+    assert proc.returncode == 130, out[-3000:]
     assert "Stop requested" in out
     run = run_dir_of(tmp_path)
     stopped_at = state_of(latest(run))["cur_nimg"]
@@ -330,34 +331,35 @@ def test_official_readme_commands_resolve(tmp_path, capsys):
     assert train.main(ffhq) == 0
     out = capsys.readouterr().out
     assert "Dry run" in out and "SuperresolutionHybrid8XDC" in out
-    cfg = options.resolve(options.parse_args(ffhq))
-    assert cfg.G["superres"]["module"] == "SuperresolutionHybrid8XDC" and cfg.G["c_gen_conditioning_zero"] is False
-    assert cfg.loss["gpc_reg_prob"] == 0.5 and cfg.loss["blur_init_sigma"] == 10 and cfg.loss["blur_fade_kimg"] == 200
-    assert cfg.G_opt["lr"] == 0.0025 and cfg.D_opt["lr"] == 0.002 and cfg.G_opt["betas"] == [0, 0.99]
+    cfg = options.resolve(options.parse_args(ffhq + ["--device=cuda"]))
+    assert cfg.G.superres.module == "SuperresolutionHybrid8XDC" and cfg.G.c_gen_conditioning_zero is False
+    assert cfg.loss.gpc_reg_prob == 0.5 and cfg.loss.blur_init_sigma == 10 and cfg.loss.blur_fade_kimg == 200
+    assert cfg.G_opt.lr == 0.0025 and cfg.D_opt.lr == 0.002 and tuple(cfg.G_opt.betas) == (0, 0.99)
     assert cfg.G_reg_interval == 4 and cfg.D_reg_interval == 16 and cfg.ema_kimg == 10
-    assert cfg.batch_gpu == 4 and cfg.loss["neural_rendering_resolution_initial"] == 64
-    assert cfg.D["num_fp16_res"] == 4 and cfg.D["conv_clamp"] == 256 and cfg.G["superres"]["num_fp16_res"] == 4
-    assert cfg.grid == (15, 8)
+    assert cfg.batch_gpu == 4 and cfg.loss.neural_rendering_resolution_initial == 64
+    assert cfg.D.num_fp16_res == 4 and cfg.D.conv_clamp == 256 and cfg.G.superres.num_fp16_res == 4
+    assert cfg.grid == (4, 2) or torch.cuda.is_available()           # CPU-sized without CUDA (see below)
+    assert options.TrainingConfig.from_dict(json.loads(cfg.to_json())) == cfg       # the JSON form round-trips
 
     shapenet = options.resolve(options.parse_args(["--outdir=runs", "--cfg=shapenet", f"--data={d128}", "--gpus=8",
                                                    "--batch=32", "--gamma=0.3"]))
-    assert shapenet.G["superres"]["module"] == "SuperresolutionHybrid2X" and shapenet.G["rendering"]["white_back"]
-    assert shapenet.loss["gpc_reg_prob"] is None and shapenet.G["c_gen_conditioning_zero"] is True
+    assert shapenet.G.superres.module == "SuperresolutionHybrid2X" and shapenet.G.rendering.white_back
+    assert shapenet.loss.gpc_reg_prob is None and shapenet.G.c_gen_conditioning_zero is True
 
     afhq = options.resolve(options.parse_args([
         "--outdir=runs", "--cfg=afhq", f"--data={d512}", "--gpus=8", "--batch=32", "--gamma=5", "--aug=ada",
         "--neural_rendering_resolution_final=128", "--gen_pose_cond=True", "--gpc_reg_prob=0.8"]))
-    assert afhq.augment == dict(spec="bgc", p=0.0, target=0.6, ada_interval=4, ada_kimg=500)
-    assert afhq.loss["neural_rendering_resolution_final"] == 128 and afhq.loss["gpc_reg_prob"] == 0.8
-    assert afhq.G["rendering"]["avg_camera_pivot"] == [0, 0, -0.06]
+    assert afhq.augment == options.AugmentConfig(spec="bgc", p=0.0, target=0.6, ada_interval=4, ada_kimg=500)
+    assert afhq.loss.neural_rendering_resolution_final == 128 and afhq.loss.gpc_reg_prob == 0.8
+    assert afhq.G.rendering.avg_camera_pivot == [0, 0, -0.06]
 
     small = options.resolve(options.parse_args(["--cfg=ffhq", f"--data={d512}", "--batch=4", "--gamma=5",
                                                 "--batch-gpu=4", "--cbase=16384", "--map-depth=4", "--c-scale=2",
                                                 "--density_reg=0", "--style_mixing_prob=0.9", "--mirror=yes"]))
-    assert small.loss["blur_fade_kimg"] == 25                           # 200 * batch / 32, as official
-    assert small.G["backbone"]["channel_base"] == small.D["channel_base"] == 16384
-    assert small.G["mapping"]["num_layers"] == 4 and small.G["c_scale"] == 2 and small.G_reg_interval is None
-    assert small.mirror and small.loss["style_mixing_prob"] == 0.9 and small.ema_kimg == 1.25
+    assert small.loss.blur_fade_kimg == 25                           # 200 * batch / 32, as official
+    assert small.G.backbone.channel_base == small.D.channel_base == 16384
+    assert small.G.mapping.num_layers == 4 and small.G.c_scale == 2 and small.G_reg_interval is None
+    assert small.mirror and small.loss.style_mixing_prob == 0.9 and small.ema_kimg == 1.25
 
 
 def test_bad_command_lines_are_errors(tmp_path, capsys):
@@ -369,7 +371,9 @@ def test_bad_command_lines_are_errors(tmp_path, capsys):
                          (["--reg_type=monotonic-fixed"], "only 'l1'"), (["--cond=false"], "conditional"),
                          (["--glr=nan"], "finite"), (["--metrics=fid50k_full"], "--inception"),
                          (["--metrics=fid50k_full", "--inception=/nonexistent.pt"], "no such file"),
-                         (["--metrics=bogus"], "unknown metric")):
+                         (["--metrics=bogus"], "unknown metric"), (["--kimg=nan"], "--kimg: must be a finite"),
+                         (["--tick=inf"], "--tick: must be a finite"), (["--p=nan"], "--p: must be a finite"),
+                         (["--grid=100x100"], "at most 1024"), (["--image-snap=-1"], "--image-snap")):
         code = train.main(base + bad)
         err = capsys.readouterr().err
         assert code == 2, bad
@@ -394,3 +398,163 @@ def test_help_lists_the_official_options(capsys):
                  "--density_reg_every", "--density_reg_p_dist", "--sr_num_fp16_res", "--style_mixing_prob",
                  "--dry-run"):
         assert flag in out, flag
+
+
+# ------------------------------------------------------------------------------------ issue 16 / 12
+def test_sample_grid_is_sized_to_the_device_and_can_be_skipped(data32, tmp_path, monkeypatch):
+    from training import run_dir
+    d128 = _dataset_at(tmp_path, 128)
+    base = ["--cfg=ffhq", f"--data={d128}", "--batch=4", "--gamma=1"]
+    monkeypatch.setattr(run_dir, "uses_cuda", lambda device: False)
+    assert options.resolve(options.parse_args(base)).grid == (4, 2)           # CPU: small by default
+    assert options.resolve(options.parse_args(base + ["--grid=3x5"])).grid == (3, 5)
+    monkeypatch.setattr(run_dir, "uses_cuda", lambda device: device != "cpu")
+    assert options.resolve(options.parse_args(base)).grid == (32, 32)         # GPU: the official 7680x4320 rule
+    assert options.resolve(options.parse_args(base + ["--device=cpu"])).grid == (4, 2)
+    monkeypatch.undo()
+
+    assert train.main(tiny(data32, tmp_path / "off", "--kimg=0.008", "--image-snap=0")) == 0
+    run = run_dir_of(tmp_path / "off")
+    assert not glob.glob(os.path.join(run, "fakes*.png")) and not os.path.exists(os.path.join(run, "reals.png"))
+    assert os.path.exists(latest(run))
+    assert train.main(tiny(data32, tmp_path / "on", "--kimg=0.008", "--grid=3x1")) == 0
+    import PIL.Image
+    with PIL.Image.open(os.path.join(run_dir_of(tmp_path / "on"), "fakes000000.png")) as im:
+        assert im.size == (3 * 32, 1 * 32)
+
+
+def test_grid_rendering_shows_progress(monkeypatch):
+    """On a terminal the grid render draws a bar ("sample grid  n/N img"); off a terminal it stays quiet."""
+    import io
+    from training.loop import render_grid
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    torch.manual_seed(0)
+    G = model.build_generator(model.presets.generator_config("tiny")).eval()
+    z = torch.randn(6, G.z_dim)
+    c = model.camera.orbit_label([1.57] * 6, [1.57] * 6)
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    images, raws, depths = render_grid(G, z, c, 4, torch.device("cpu"), 0, progress=True)
+    shown = term.getvalue()
+    assert "sample grid" in shown and "4/6" in shown and "6/6" in shown
+    assert images.shape == (6, 3, G.img_resolution, G.img_resolution) and depths.shape[1] == 1
+    quiet = Terminal()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    render_grid(G, z, c, 4, torch.device("cpu"), 0, progress=False)
+    assert quiet.getvalue() == ""
+
+
+def test_stats_record_the_schedules_the_monitor_plots(data32, tmp_path):
+    assert train.main(tiny(data32, tmp_path, "--kimg=0.008", "--gen_pose_cond=true", "--gpc_reg_prob=0.5",
+                           "--gpc_reg_fade_kimg=0.016")) == 0
+    stats = read_stats(run_dir_of(tmp_path))
+    from training.loss import blur_sigma, swap_probability
+    for s in stats:
+        nimg = s["Progress/kimg"]["mean"] * 1000
+        assert s["Progress/blur_sigma"]["mean"] == pytest.approx(blur_sigma(nimg, 2.0, 20.0 * 4 / 32))
+        assert s["Progress/gpc_swap_prob"]["mean"] == pytest.approx(swap_probability(nimg, 0.5, 0.016))
+    assert stats[-1]["Progress/gpc_swap_prob"]["mean"] > 0
+
+
+def test_help_defaults_are_derived_from_the_option_fields():
+    import dataclasses
+    from training import config
+    text = options.build_parser().format_help()
+    flat = "".join(text.split())                  # argparse wraps lines, also at hyphens
+    for f in dataclasses.fields(config.TrainOptions):
+        if f.metadata.get("group") and f.metadata.get("shown") is None and f.name not in ("dry_run", "debug"):
+            assert "".join(config.option_help(f).split()) in flat, f.name
+    assert "--pFLOATaugmentationprobabilityfor--aug=fixed[default:0.2]" in flat
+    assert "--dlrFLOATDlearningrate[default:0.002]" in flat
+
+
+def _outdir_entries(outdir):
+    return sorted(os.listdir(outdir)) if os.path.isdir(outdir) else []
+
+
+def test_user_errors_are_one_line_with_exit_codes(data32, tmp_path, capsys):
+    # --cfg=bogus: usage error, exit 2, one line naming the option.
+    assert train.main(["--cfg=bogus", f"--data={data32}", f"--outdir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "--cfg" in err[0] and "bogus" in err[0]
+
+    # An --outdir below a file cannot be created: refused before anything runs.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert train.main(tiny(data32, blocker / "runs", "--kimg=0.004")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(blocker) in err[0] and "not a folder" in err[0]
+
+    # Not a checkpoint: a file of random bytes.
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(np.random.default_rng(0).bytes(4096))
+    assert train.main(tiny(data32, tmp_path / "j", f"--resume={junk}")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(junk) in err[0]
+    assert _outdir_entries(tmp_path / "j") == []
+
+    # --debug shows the traceback as well as the line.
+    assert train.main(["--cfg=bogus", f"--data={data32}", "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_malicious_or_mismatched_resume_leaves_no_run_folder(data32, tmp_path, capsys):
+    import pickle
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"G_ema": Evil()}))
+    out = tmp_path / "runs"
+    assert train.main(tiny(data32, out, "--kimg=0.004")) == 0                    # run 00000
+    before = _outdir_entries(out)
+    code = train.main(tiny(data32, out, f"--resume={evil}", "--kimg=0.004"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("error: ") and str(evil) in err[0]
+    assert "allow-list" in err[0]
+    assert not marker.exists()                                                   # nothing in the pickle ran
+    assert _outdir_entries(out) == before                                        # no empty 00001-... folder
+
+    # Fine-tuning our snapshot into an architecture it does not fit: a runtime error, nothing left behind.
+    snap = latest(run_dir_of(out))
+    assert train.main(tiny(data32, out, f"--resume={snap}", "--resume-mode=finetune", "--cbase=8192",
+                           "--kimg=0.004")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not match" in err[0]
+    assert _outdir_entries(out) == before
+    assert train.main(tiny(data32, out, "--kimg=0.004")) == 0                    # the number did not move on
+    assert _outdir_entries(out) == before + [before[0].replace("00000", "00001")]
+
+
+def test_resume_falls_back_from_a_truncated_latest_snapshot(data32, tmp_path, capsys):
+    assert train.main(tiny(data32, tmp_path, "--kimg=0.008")) == 0
+    run = run_dir_of(tmp_path)
+    good = latest(run)
+    data = open(good, "rb").read()
+    cut = os.path.join(run, "network-snapshot-000001.safetensors")      # a newer snapshot cut by a full disk
+    with open(cut, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with open(os.path.join(run, "latest"), "w") as f:
+        f.write(os.path.basename(cut) + "\n")
+    capsys.readouterr()
+    assert train.main(["--resume", run, "--kimg=0.012", *FAST]) == 0
+    captured = capsys.readouterr()
+    assert "Note: the latest snapshot network-snapshot-000001.safetensors is unreadable" in captured.out
+    assert "resuming from the newest intact one, network-snapshot-000000.safetensors" in captured.out
+    assert state_of(latest(run))["cur_nimg"] == 12
+    # Named directly, the cut file is an error that points at the intact one.
+    assert train.main(["--resume", cut, "--kimg=0.016", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "network-snapshot-000000.safetensors" in err and cut in err
+
+
+def test_help_piped_into_head_ends_quietly():
+    proc = subprocess.run(f"{shlex.quote(sys.executable)} {shlex.quote(str(REPO / 'train.py'))} --help | head -2",
+                          shell=True, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.startswith("usage: train.py") and proc.stderr == ""

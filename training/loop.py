@@ -1,4 +1,4 @@
-"""The EG3D training loop: phases, EMA, ADA, snapshots, exact resume, logs, multi-process.
+"""The EG3D training loop: phases, EMA, ADA, ticks, sample grids, snapshots, exact resume, multi-process.
 
 One process per GPU (or CPU process), data-parallel through torch.distributed (NCCL on CUDA,
 gloo on CPU). As in the official loop, every rank draws its own real images (a disjoint shard of
@@ -7,25 +7,18 @@ one all_reduce of the flattened gradients, so all ranks take identical optimiser
 DistributedDataParallel wrapper is not used: R1 needs double backward and the phases switch
 requires_grad per network, neither of which DDP supports).
 
-Run directory (rank 0 writes):
-    training_options.json            the resolved TrainingConfig
-    log.txt                          everything printed
-    reals.png                        real images of the grid
-    fakes{kimg:06d}.png, _raw.png, _depth.png   G_ema on fixed z and fixed cameras
-    network-snapshot-{kimg:06d}.safetensors     G, G_ema, D + optimiser/scaler/augment/RNG state
-    latest                           the name of the newest complete snapshot
-    stats.jsonl                      per tick: {"Loss/G/loss": {"num", "mean", "std"}, ...}
-    events.out.tfevents.*            TensorBoard, if installed
+    Trainer          networks, optimisers, loss and one step (no files)
+    training_loop    setup, then per step: Trainer.step; per tick: stats line, sample grid,
+                     snapshot, metrics; every file goes through `RunDir` (run_dir.py)
 
-Snapshots are written atomically (temporary file + rename) and `latest` only after the snapshot
-is complete, so a run killed at any moment resumes from its last snapshot with nothing corrupted.
+Snapshots are written atomically and `latest` only after the snapshot is complete, so a run
+killed at any moment resumes from its last snapshot with nothing corrupted.
 """
 from __future__ import annotations
 
 import base64
 import copy
 import datetime
-import io
 import json
 import math
 import os
@@ -39,11 +32,11 @@ import numpy as np
 import torch
 
 import model
-from model.config import DiscriminatorConfig, GeneratorConfig, from_dict
 
 from .augment import AdaController, AugmentPipe
-from .loss import EG3DLoss, LossConfig, lazy_regularization
-from .options import LATEST, TrainingConfig
+from .config import TrainingConfig
+from .loss import EG3DLoss, lazy_regularization
+from .run_dir import RunDir, distributed_backend
 
 SNAPSHOT_FORMAT = "eg3d-train-state/1"
 STAT_NAMES = ("Loss/scores/fake", "Loss/signs/fake", "Loss/G/loss", "Loss/G/density_reg", "Loss/scores/real",
@@ -122,55 +115,12 @@ def _unb64(s: str) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype=np.uint8).copy())
 
 
-def save_image_grid(images: np.ndarray, path: str, drange, grid) -> None:
-    """[N, C, H, W] in drange -> one PNG, N = gw * gh (row-major), written atomically."""
-    import PIL.Image
-
-    lo, hi = drange
-    img = (np.asarray(images, dtype=np.float32) - lo) * (255 / max(hi - lo, 1e-8))
-    img = np.rint(img).clip(0, 255).astype(np.uint8)
-    gw, gh = grid
-    n, c, h, w = img.shape
-    img = img.reshape(gh, gw, c, h, w).transpose(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c)
-    pil = PIL.Image.fromarray(img[:, :, 0], "L") if c == 1 else PIL.Image.fromarray(img, "RGB")
-    model.atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    model.atomic_write(path, write)
-
-
-class _Tee(io.TextIOBase):
-    def __init__(self, stream, path):
-        self.stream, self.file = stream, open(path, "a", buffering=1)
-
-    def write(self, text):
-        self.stream.write(text)
-        self.file.write(text)
-        return len(text)
-
-    def flush(self):
-        self.stream.flush()
-        self.file.flush()
-
-    def isatty(self):
-        return self.stream.isatty()
-
-    def close(self):
-        self.file.close()
-
-
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise TrainingError("--device=cuda but CUDA is not available (use --device=cpu)")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
+    """`model.device.resolve_device` (a bare cuda picks the rank's GPU), as a TrainingError."""
+    try:
+        return model.device.resolve_device(name, local_rank)
+    except model.device.DeviceError as exc:
+        raise TrainingError(f"--device={name}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------ trainer
@@ -203,18 +153,18 @@ class Trainer:
         self.stats = Stats(device)
         self.augment_pipe = None
         self.ada = None
-        if config.augment is not None and (config.augment["p"] > 0 or config.augment["target"] is not None):
-            self.augment_pipe = AugmentPipe.from_spec(config.augment["spec"], p=config.augment["p"]).to(device)
-            if config.augment["target"] is not None:
-                self.ada = AdaController(config.augment["target"], config.augment["ada_interval"],
-                                         config.augment["ada_kimg"])
-        self.loss = EG3DLoss(G, D, LossConfig(**config.loss), augment_pipe=self.augment_pipe, stats=self.stats)
+        aug = config.augment
+        if aug is not None and (aug.p > 0 or aug.target is not None):
+            self.augment_pipe = AugmentPipe.from_spec(aug.spec, p=aug.p).to(device)
+            if aug.target is not None:
+                self.ada = AdaController(aug.target, aug.ada_interval, aug.ada_kimg)
+        self.loss = EG3DLoss(G, D, copy.deepcopy(config.loss), augment_pipe=self.augment_pipe, stats=self.stats)
         self.phases: List[Phase] = []
         self.scalers = {}
         for name, module, opt_cfg, interval in (("G", G, config.G_opt, config.G_reg_interval),
                                                  ("D", D, config.D_opt, config.D_reg_interval)):
-            lr, betas = lazy_regularization(opt_cfg["lr"], opt_cfg["betas"], interval)
-            opt = torch.optim.Adam(module.parameters(), lr=lr, betas=betas, eps=opt_cfg["eps"])
+            lr, betas = lazy_regularization(opt_cfg.lr, opt_cfg.betas, interval)
+            opt = torch.optim.Adam(module.parameters(), lr=lr, betas=betas, eps=opt_cfg.eps)
             scaler = torch.amp.GradScaler(device.type, enabled=self._uses_fp16(name))
             self.scalers[name] = scaler
             if interval is None:
@@ -374,8 +324,8 @@ class Trainer:
 
 # ------------------------------------------------------------------------------------ networks
 def build_networks(config: TrainingConfig, device: torch.device, label_std: Optional[np.ndarray] = None):
-    G = model.build_generator(from_dict(GeneratorConfig, copy.deepcopy(config.G)))
-    D = model.build_discriminator(from_dict(DiscriminatorConfig, copy.deepcopy(config.D)))
+    G = model.build_generator(copy.deepcopy(config.G))
+    D = model.build_discriminator(copy.deepcopy(config.D))
     if label_std is not None:
         G.dataset_label_std.copy_(torch.as_tensor(label_std, dtype=torch.float32))
     G_ema = copy.deepcopy(G)
@@ -386,25 +336,11 @@ def build_networks(config: TrainingConfig, device: torch.device, label_std: Opti
 
 
 def _copy_state(dst: torch.nn.Module, src: torch.nn.Module, what: str, path: str) -> None:
-    own, theirs = dst.state_dict(), src.state_dict()
-    missing = sorted(set(own) - set(theirs))
-    unexpected = sorted(set(theirs) - set(own))
-    bad = [k for k in own if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape)]
-    if missing or unexpected or bad:
-        detail = []
-        if bad:
-            detail.append("shape mismatch: " + ", ".join(f"{k} {tuple(theirs[k].shape)} vs {tuple(own[k].shape)}"
-                                                         for k in bad[:3]))
-        if missing:
-            detail.append(f"missing {missing[:3]}")
-        if unexpected:
-            detail.append(f"unexpected {unexpected[:3]}")
-        raise TrainingError(f"--resume={path}: {what} does not match the configured architecture "
-                            f"(--cfg/--cbase/--cmax/--map-depth and the dataset resolution must match the "
-                            f"snapshot): {'; '.join(detail)}")
-    with torch.no_grad():
-        for k, v in own.items():
-            v.copy_(theirs[k].to(v.dtype))
+    try:
+        model.copy_state_dict(dst, src.state_dict(), what)
+    except model.CheckpointError as exc:
+        raise TrainingError(f"--resume={path}: {exc} (--cfg/--cbase/--cmax/--map-depth and the dataset "
+                            f"resolution must match the snapshot)") from None
 
 
 def load_networks(path: str, kind: str, G, D, G_ema, log=print) -> None:
@@ -412,12 +348,18 @@ def load_networks(path: str, kind: str, G, D, G_ema, log=print) -> None:
     if kind == "ours":
         nets = model.load_all(path)
     else:
-        nets = {}
+        from model.pkl_import import PklImportError
+
+        nets, errors = {}, []
         for name in ("G", "G_ema", "D"):
             try:
                 nets[name] = model.load(path, net=name)
-            except model.CheckpointError as exc:
-                log(f"note: {exc}")
+            except (model.CheckpointError, PklImportError) as exc:     # e.g. a global not on the allow-list
+                errors.append(str(exc))
+        if "G_ema" not in nets and "G" not in nets:   # a bad file: its first error says why
+            raise model.CheckpointError(errors[0] if errors else f"{path}: the file holds no generator")
+        for message in errors:
+            log(f"note: {message}")
     if "G_ema" not in nets and "G" not in nets:
         raise TrainingError(f"--resume={path}: the file holds no generator")
     nets.setdefault("G", nets.get("G_ema"))
@@ -450,10 +392,17 @@ def setup_grid(dataset, grid, seed: int, z_dim: int):
 
 
 @torch.no_grad()
-def render_grid(G_ema, grid_z, grid_c, batch: int, device, seed: int):
-    """G_ema on the fixed grid, in a forked RNG so training randomness is untouched."""
+def render_grid(G_ema, grid_z, grid_c, batch: int, device, seed: int, progress: bool = False):
+    """G_ema on the fixed grid, in a forked RNG so training randomness is untouched.
+
+    Returns images, raws [N, 3, H, W] / [N, 3, h, w] in [-1, 1] and negated depth [N, 1, h, w].
+    """
+    from tqdm import tqdm
+
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    bar = tqdm(total=len(grid_z), unit="img", desc="sample grid", leave=False, dynamic_ncols=True,
+               disable=None if progress else True)
+    with torch.random.fork_rng(devices=devices), bar:
         torch.manual_seed(seed)
         images, raws, depths = [], [], []
         for z, c in zip(grid_z.split(batch), grid_c.split(batch)):
@@ -461,13 +410,17 @@ def render_grid(G_ema, grid_z, grid_c, batch: int, device, seed: int):
             images.append(out["image"].float().cpu())
             raws.append(out["image_raw"].float().cpu())
             depths.append(out["image_depth"].float().cpu())
+            bar.update(len(z))
     return torch.cat(images).numpy(), torch.cat(raws).numpy(), -torch.cat(depths).numpy()
 
 
 # ------------------------------------------------------------------------------------ the loop
 class _StopFlag:
+    """SIGINT / SIGTERM: finish the step, write a snapshot, exit (a second Ctrl-C stops at once)."""
+
     def __init__(self):
         self.requested = False
+        self.signum: Optional[int] = None          # the first signal received
         self.count = 0
         self._old = {}
 
@@ -475,6 +428,7 @@ class _StopFlag:
         def handler(signum, frame):
             self.count += 1
             self.requested = True
+            self.signum = self.signum or signum
             if self.count >= 2 and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             print(f"\n{signal.Signals(signum).name}: stopping after this step and writing a snapshot "
@@ -514,38 +468,7 @@ def _cpu_mem_gb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
-def _clean_run_dir(run_dir: str, resume_nimg: Optional[int]) -> None:
-    """Remove temporary files of an interrupted write; drop stats lines past the resumed point."""
-    for entry in os.listdir(run_dir):
-        if entry.startswith(".") and entry.endswith(".tmp"):
-            try:
-                os.unlink(os.path.join(run_dir, entry))
-            except OSError:
-                pass
-    path = os.path.join(run_dir, "stats.jsonl")
-    if resume_nimg is None or not os.path.exists(path):
-        return
-    keep = []
-    with open(path, "r", errors="replace") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue                                       # a line cut by a kill
-            kimg = rec.get("Progress/kimg", {}).get("mean", 0)
-            if kimg * 1000 <= resume_nimg + 1e-6:
-                keep.append(json.dumps(rec) + "\n")
-    _write_text_atomic(path, "".join(keep))
-
-
-def training_loop(config: TrainingConfig, rank: int = 0, world_size: int = 1, local_rank: Optional[int] = None,
-                  abort_fn=None) -> Dict[str, Any]:
-    """Train as configured; returns a summary (run_dir, cur_nimg, last snapshot, last stats)."""
-    from .dataset import ImageFolderDataset
-
-    start_time = time.time()
-    device = resolve_device(config.device, rank if local_rank is None else local_rank)
-    threads_before = torch.get_num_threads()
+def _setup_device(config: TrainingConfig, device: torch.device, world_size: int) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = config.cudnn_benchmark
@@ -553,66 +476,55 @@ def training_loop(config: TrainingConfig, rank: int = 0, world_size: int = 1, lo
         torch.backends.cudnn.allow_tf32 = config.tf32
     else:
         torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // world_size))
+
+
+def training_loop(config: TrainingConfig, rank: int = 0, world_size: int = 1, local_rank: Optional[int] = None,
+                  abort_fn=None) -> Dict[str, Any]:
+    """Train as configured; returns a summary (run_dir, cur_nimg, last snapshot, last stats, aborted,
+    signal: the number of the signal that stopped it, if any).
+
+    config.run_dir None: train without writing any file (benchmarks, tests).
+    """
+    start_time = time.time()
+    device = resolve_device(config.device, rank if local_rank is None else local_rank)
+    threads_before = torch.get_num_threads()
+    _setup_device(config, device, world_size)
     torch.manual_seed(config.random_seed * world_size + rank)
     np.random.seed((config.random_seed * world_size + rank) % 2 ** 32)
-    is_main = rank == 0
-    run_dir = config.run_dir
-    tee = None
-    if is_main and run_dir:
-        os.makedirs(run_dir, exist_ok=True)
-        tee = _Tee(sys.stdout, os.path.join(run_dir, "log.txt"))
-        sys.stdout = tee
-    log = print if is_main else (lambda *a, **k: None)
+    run = RunDir.for_config(config, is_main=rank == 0)
+    run.capture_output()
     stop = _StopFlag()
     stop.install()
-    handles: Dict[str, Any] = {}
     try:
-        return _train(config, rank, world_size, device, log, stop, abort_fn, start_time, is_main, run_dir,
-                      ImageFolderDataset, handles)
+        return _train(config, rank, world_size, device, run, stop, abort_fn, start_time)
     finally:
         stop.restore()
         torch.set_num_threads(threads_before)
-        for obj in handles.values():
-            try:
-                obj.close()
-            except Exception:
-                pass
-        if tee is not None:
-            sys.stdout = tee.stream
-            tee.close()
+        run.close()
 
 
-def _train(config, rank, world_size, device, log, stop, abort_fn, start_time, is_main, run_dir,
-           ImageFolderDataset, handles) -> Dict[str, Any]:
-    from .options import format_config
+def _prepare(config: TrainingConfig, rank: int, world_size: int, device, log):
+    """Dataset, networks (fresh or resumed), Trainer, and the real-image iterator."""
+    from .dataset import ImageFolderDataset
 
-    resume = config.resume
-    continuing = resume is not None and resume["mode"] == "continue"
-    log(format_config(config))
-
-    # -- data
     log("Loading training set...")
     dataset = ImageFolderDataset(config.data, xflip=config.mirror, random_seed=config.random_seed)
     if dataset.resolution != config.resolution:
         raise TrainingError(f"--data={config.data}: resolution {dataset.resolution} differs from the configured "
                             f"{config.resolution}")
-    labels = torch.from_numpy(dataset.labels)
     log(f"Num images:  {len(dataset)}\nImage shape: {dataset.image_shape}\nLabel shape: {dataset.label_shape}")
 
-    # -- networks
     log("Constructing networks...")
     G, D, G_ema = build_networks(config, device, dataset.get_label_std())
+    trainer = Trainer(config, G, D, G_ema, torch.from_numpy(dataset.labels), device, rank, world_size)
     meta = None
-    if resume is not None:
-        log(f"Resuming from \"{resume['path']}\" ({resume['mode']})")
-        load_networks(resume["path"], resume["kind"], G, D, G_ema, log=log)
-        if continuing:
-            meta = model.read_metadata(resume["path"])
-    trainer = Trainer(config, G, D, G_ema, labels, device, rank, world_size)
-    if continuing:
-        state = json.loads(meta["training_state"])
-        trainer.load_state(state)
-        trainer.load_optimizer_tensors(model.load_extra_tensors(resume["path"]))
+    if config.resume is not None:
+        log(f"Resuming from \"{config.resume.path}\" ({config.resume.mode})")
+        load_networks(config.resume.path, config.resume.kind, G, D, G_ema, log=log)
+    if config.continuing:
+        meta = model.read_metadata(config.resume.path)
+        trainer.load_state(json.loads(meta["training_state"]))
+        trainer.load_optimizer_tensors(model.load_extra_tensors(config.resume.path))
     if world_size > 1:
         for module in (G, D, G_ema, trainer.augment_pipe):
             if module is not None:
@@ -623,178 +535,166 @@ def _train(config, rank, world_size, device, log, stop, abort_fn, start_time, is
         f"device {device}, {world_size} process(es), batch {config.batch_size} "
         f"({trainer.batch_per_rank} per process in {trainer.num_rounds} micro-batch(es) of {trainer.batch_gpu})")
 
-    # -- data loader (after the networks: a resumed run then restores the RNG streams below)
+    # The loader after the networks: a resumed run then restores the RNG streams below.
     sampler = InfiniteSampler(len(dataset), rank, world_size, config.random_seed, start=trainer.sampler_pos)
-    loader_kwargs = dict(num_workers=config.workers, pin_memory=device.type == "cuda")
+    kwargs = dict(num_workers=config.workers, pin_memory=device.type == "cuda")
     if config.workers > 0:
-        loader_kwargs.update(prefetch_factor=2, persistent_workers=True)
-    data_iter = iter(torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=trainer.batch_per_rank,
-                                                 **loader_kwargs))
-    if continuing:
+        kwargs.update(prefetch_factor=2, persistent_workers=True)
+    data_iter = iter(torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=trainer.batch_per_rank, **kwargs))
+    cur_tick = 0
+    if meta is not None:
         states = json.loads(meta.get("rank_states", "[]"))
         if len(states) == world_size:
             trainer.load_rank_state(states[rank])
         else:
             log(f"note: the snapshot was written by {len(states)} process(es), this run has {world_size}; "
                 "random streams are reseeded (training continues, but not bit-for-bit)")
+        cur_tick = int(json.loads(meta["training_state"]).get("cur_tick", 0))
+    return dataset, trainer, data_iter, cur_tick
 
-    # -- run directory, grids, logs
-    cur_tick = int(json.loads(meta["training_state"]).get("cur_tick", 0)) if continuing else 0
-    grid_z = grid_c = None
-    if is_main and run_dir:
-        _clean_run_dir(run_dir, trainer.cur_nimg if continuing else None)
-        _write_text_atomic(os.path.join(run_dir, "training_options.json"), config.to_json(indent=2) + "\n")
-        reals, grid_z, grid_c = setup_grid(dataset, config.grid, config.random_seed, G.z_dim)
-        if not os.path.exists(os.path.join(run_dir, "reals.png")):
-            save_image_grid(reals, os.path.join(run_dir, "reals.png"), [0, 255], config.grid)
-        handles["stats_jsonl"] = open(os.path.join(run_dir, "stats.jsonl"), "a")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            handles["tb"] = SummaryWriter(run_dir)
-        except Exception as exc:  # ImportError or a broken TensorBoard install
-            log(f"Skipping TensorBoard export: {exc}")
-    metrics = _metric_runner(config, log)
+
+def _step(trainer: Trainer, data_iter, device, config: TrainingConfig) -> None:
+    real_img, real_c = next(data_iter)
+    real_img = real_img.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
+    try:
+        trainer.step(real_img, real_c.to(device, non_blocking=True))
+    except torch.cuda.OutOfMemoryError as exc:
+        suggestion = max(trainer.batch_gpu // 2, 1)
+        raise TrainingError(
+            f"CUDA out of memory with {trainer.batch_gpu} images per micro-batch on {device}: try "
+            f"--batch-gpu={suggestion} (the total --batch={config.batch_size} is kept through gradient "
+            f"accumulation{'; lower --mbstd-group too' if suggestion < config.options.mbstd_group else ''})"
+            f", or a smaller --neural_rendering_resolution_initial. ({str(exc).splitlines()[0]})") from None
+
+
+def _tick_record(trainer: Trainer, device, cur_tick: int, start_time: float, tick_start_time: float,
+                 tick_start_nimg: int, maintenance_time: float, world_size: int) -> Dict[str, Any]:
+    """One stats.jsonl line: losses {num, mean, std} and the progress / schedule / resource values."""
+    now = time.time()
+    record = {k: dict(v) for k, v in trainer.stats.collect(world_size).items()}
+    sched = trainer.loss.schedule(trainer.cur_nimg)
+    progress = {
+        "Progress/tick": cur_tick, "Progress/kimg": trainer.cur_nimg / 1000, "Progress/augment": trainer.augment_p,
+        "Progress/neural_rendering_resolution": trainer.G.neural_rendering_resolution,
+        "Progress/blur_sigma": sched["blur_sigma"], "Progress/gpc_swap_prob": sched["swap_prob"] or 0.0,
+        "Timing/total_sec": now - start_time, "Timing/sec_per_tick": now - tick_start_time,
+        "Timing/sec_per_kimg": (now - tick_start_time) / max(trainer.cur_nimg - tick_start_nimg, 1) * 1e3,
+        "Timing/maintenance_sec": maintenance_time, "Resources/cpu_mem_gb": _cpu_mem_gb(),
+    }
+    if device.type == "cuda":
+        progress["Resources/peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+        progress["Resources/peak_gpu_mem_reserved_gb"] = torch.cuda.max_memory_reserved(device) / 2 ** 30
+        torch.cuda.reset_peak_memory_stats(device)
+    record.update({k: dict(num=1, mean=float(v), std=0.0) for k, v in progress.items()})
+    record["timestamp"] = now
+    return record
+
+
+def _tick_line(record: Dict[str, Any]) -> str:
+    v = {k: e["mean"] for k, e in record.items() if isinstance(e, dict)}
+    line = (f"tick {int(v['Progress/tick']):<5d} kimg {v['Progress/kimg']:<8.3f} "
+            f"time {_format_time(v['Timing/total_sec']):<12s} sec/tick {v['Timing/sec_per_tick']:<7.1f} "
+            f"sec/kimg {v['Timing/sec_per_kimg']:<7.2f} maintenance {v['Timing/maintenance_sec']:<6.1f} "
+            f"cpumem {v['Resources/cpu_mem_gb']:<6.2f} gpumem {v.get('Resources/peak_gpu_mem_gb', 0):<6.2f} "
+            f"augment {v['Progress/augment']:.3f}")
+    losses = " ".join(f"{k.split('/', 1)[1]} {v[k]:.3f}" for k in
+                      ("Loss/G/loss", "Loss/D/loss", "Loss/r1_penalty", "Loss/G/density_reg") if k in v)
+    return line + (f"  [{losses}]" if losses else "")
+
+
+def _progress_bar(config: TrainingConfig, cur_nimg: int):
+    from tqdm import tqdm
+    digits = 3 if config.total_kimg < 10 else 2           # short (CPU) runs: show the batches move
+    return tqdm(total=config.total_kimg, initial=cur_nimg / 1000, unit="kimg", dynamic_ncols=True, disable=None,
+                leave=False, smoothing=0.1, bar_format=f"kimg {{n:.{digits}f}}/{{total:.{digits}f}} |{{bar}}| "
+                                                       "{percentage:3.0f}% [{elapsed}<{remaining}{postfix}]")
+
+
+def _train(config: TrainingConfig, rank: int, world_size: int, device, run: RunDir, stop: _StopFlag, abort_fn,
+           start_time: float) -> Dict[str, Any]:
+    from .options import format_config
+
+    is_main = rank == 0
+    log = print if is_main else (lambda *a, **k: None)
+    log(format_config(config))
+    dataset, trainer, data_iter, cur_tick = _prepare(config, rank, world_size, device, log)
+    run.open(config, trainer.cur_nimg if config.continuing else None, log)   # only now: a failed start leaves nothing
+    grid = None
+    if run.writes and config.image_snapshot_ticks:
+        reals, grid_z, grid_c = setup_grid(dataset, config.grid, config.random_seed, trainer.G.z_dim)
+        run.write_reals(reals, config.grid)
+        grid = (grid_z, grid_c)
+    metrics = _metric_runner(config, run, log)
 
     total_nimg = int(round(config.total_kimg * 1000))
+    summary = dict(run_dir=run.path if run.active else None, cur_nimg=trainer.cur_nimg, snapshot=None, stats=None,
+                   aborted=False, signal=None, trainer=trainer)
     if trainer.cur_nimg >= total_nimg:
         log(f"Already trained {trainer.cur_nimg / 1000:g} kimg >= --kimg={config.total_kimg:g}; nothing to do "
             "(pass a larger --kimg to train longer, or --resume-mode=finetune to start a new run from these weights)")
-        return dict(run_dir=run_dir, cur_nimg=trainer.cur_nimg, snapshot=None, stats=None)
-    if is_main and config.progress:
-        from tqdm import tqdm
-        handles["bar"] = tqdm(total=total_nimg / 1000, initial=trainer.cur_nimg / 1000, unit="kimg",
-                              dynamic_ncols=True, disable=None, leave=False, smoothing=0.1,
-                              bar_format="kimg {n:.2f}/{total:.2f} |{bar}| {percentage:3.0f}% "
-                                         "[{elapsed}<{remaining}{postfix}]")
-    bar = handles.get("bar")
+        return summary
     log(f"Training for {config.total_kimg:g} kimg (from {trainer.cur_nimg / 1000:g})...")
-
-    tick_start_nimg = trainer.cur_nimg
-    tick_start_time = time.time()
+    bar = _progress_bar(config, trainer.cur_nimg) if is_main and config.progress else None
+    tick_start_nimg, tick_start_time = trainer.cur_nimg, time.time()
     maintenance_time = tick_start_time - start_time
-    last_snapshot = None
-    last_stats = None
     world_flags = torch.zeros(2, device=device)
-    while True:
-        # -- one step
-        real_img, real_c = next(data_iter)
-        real_img = real_img.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
-        real_c = real_c.to(device, non_blocking=True)
-        try:
-            trainer.step(real_img, real_c)
-        except torch.cuda.OutOfMemoryError as exc:
-            suggestion = max(trainer.batch_gpu // 2, 1)
-            raise TrainingError(
-                f"CUDA out of memory with {trainer.batch_gpu} images per micro-batch on {device}: try "
-                f"--batch-gpu={suggestion} (the total --batch={config.batch_size} is kept through gradient "
-                f"accumulation{'; lower --mbstd-group too' if suggestion < config.options.get('mbstd_group', 4) else ''})"
-                f", or a smaller --neural_rendering_resolution_initial. ({str(exc).splitlines()[0]})") from None
+    try:
+        while True:
+            _step(trainer, data_iter, device, config)
+            if bar is not None:
+                bar.update(config.batch_size / 1000)
+
+            # -- stop conditions, agreed by all ranks (one sync per step)
+            world_flags[0] = trainer.nonfinite
+            world_flags[1] = 1.0 if (stop.requested or (abort_fn is not None and abort_fn(trainer))) else 0.0
+            flags = world_flags.clone()
+            if world_size > 1:
+                torch.distributed.all_reduce(flags)
+            nonfinite, abort = flags.tolist()
+            if nonfinite > 0:
+                bad = [k for k, v in trainer.last_losses.items() if not bool(torch.isfinite(v).all())]
+                raise NonFiniteError(f"non-finite loss ({', '.join(bad) or 'on another process'}) at kimg "
+                                     f"{trainer.cur_nimg / 1000:.3f}: training stopped, no snapshot written; last "
+                                     f"good snapshot: {summary['snapshot'] or run.latest() or 'none'}. Try a larger "
+                                     "--gamma, a lower --glr/--dlr, or --resume from that snapshot.")
+            done = trainer.cur_nimg >= total_nimg or abort > 0
+            if not done and cur_tick != 0 and trainer.cur_nimg < tick_start_nimg + config.kimg_per_tick * 1000:
+                continue
+
+            # -- tick: log line, sample grid, snapshot, metrics, stats
+            tick_end_time = time.time()
+            record = _tick_record(trainer, device, cur_tick, start_time, tick_start_time, tick_start_nimg,
+                                  maintenance_time, world_size)
+            if bar is not None:
+                bar.set_postfix_str(f"sec/kimg {record['Timing/sec_per_kimg']['mean']:.1f}", refresh=False)
+                bar.clear()
+            log(_tick_line(record))
+            if abort:
+                log("Stop requested: writing a snapshot and exiting...")
+            if grid is not None and (done or cur_tick % config.image_snapshot_ticks == 0):
+                images = render_grid(trainer.G_ema, *grid, trainer.batch_gpu, device, config.random_seed,
+                                     progress=config.progress)
+                run.write_samples(trainer.cur_nimg, *images, config.grid)
+            snapshot = None
+            if run.active and (done or cur_tick % config.network_snapshot_ticks == 0):
+                snapshot = _save_snapshot(config, trainer, run, cur_tick, world_size, log)
+                summary["snapshot"] = snapshot or summary["snapshot"]
+            metric_results = {}
+            if snapshot is not None and metrics is not None:
+                metric_results = metrics(trainer.G_ema, snapshot, rank, device)
+            run.append_stats(record, metric_results, step=int(trainer.cur_nimg / 1e3))
+            summary.update(cur_nimg=trainer.cur_nimg, stats=record, aborted=bool(abort), signal=stop.signum)
+
+            cur_tick += 1
+            tick_start_nimg, tick_start_time = trainer.cur_nimg, time.time()
+            maintenance_time = tick_start_time - tick_end_time
+            if done:
+                break
+    finally:
         if bar is not None:
-            bar.update(config.batch_size / 1000)
-
-        # -- stop conditions, agreed by all ranks (one sync per step)
-        requested = stop.requested or (abort_fn is not None and abort_fn(trainer))
-        world_flags[0] = trainer.nonfinite
-        world_flags[1] = 1.0 if requested else 0.0
-        flags = world_flags.clone()
-        if world_size > 1:
-            torch.distributed.all_reduce(flags)
-        nonfinite, abort = flags.tolist()
-        if nonfinite > 0:
-            bad = [k for k, v in trainer.last_losses.items() if not bool(torch.isfinite(v).all())]
-            where = f"; last good snapshot: {last_snapshot or _latest(run_dir) or 'none'}"
-            raise NonFiniteError(f"non-finite loss ({', '.join(bad) or 'on another process'}) at kimg "
-                                 f"{trainer.cur_nimg / 1000:.3f}: training stopped, no snapshot written{where}. "
-                                 "Try a larger --gamma, a lower --glr/--dlr, or --resume from that snapshot.")
-        done = trainer.cur_nimg >= total_nimg or abort > 0
-        if not done and cur_tick != 0 and trainer.cur_nimg < tick_start_nimg + config.kimg_per_tick * 1000:
-            continue
-
-        # -- tick
-        tick_end_time = time.time()
-        stats = trainer.stats.collect(world_size)
-        kimg = trainer.cur_nimg / 1000
-        sec_per_kimg = (tick_end_time - tick_start_time) / max(trainer.cur_nimg - tick_start_nimg, 1) * 1e3
-        progress = {
-            "Progress/tick": cur_tick, "Progress/kimg": kimg, "Progress/augment": trainer.augment_p,
-            "Progress/neural_rendering_resolution": trainer.G.neural_rendering_resolution,
-            "Timing/total_sec": tick_end_time - start_time, "Timing/sec_per_tick": tick_end_time - tick_start_time,
-            "Timing/sec_per_kimg": sec_per_kimg, "Timing/maintenance_sec": maintenance_time,
-            "Resources/cpu_mem_gb": _cpu_mem_gb(),
-        }
-        if device.type == "cuda":
-            progress["Resources/peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
-            progress["Resources/peak_gpu_mem_reserved_gb"] = torch.cuda.max_memory_reserved(device) / 2 ** 30
-            torch.cuda.reset_peak_memory_stats(device)
-        line = (f"tick {cur_tick:<5d} kimg {kimg:<8.3f} time {_format_time(tick_end_time - start_time):<12s} "
-                f"sec/tick {tick_end_time - tick_start_time:<7.1f} sec/kimg {sec_per_kimg:<7.2f} "
-                f"maintenance {maintenance_time:<6.1f} cpumem {progress['Resources/cpu_mem_gb']:<6.2f} "
-                f"gpumem {progress.get('Resources/peak_gpu_mem_gb', 0):<6.2f} augment {trainer.augment_p:.3f}")
-        losses = " ".join(f"{k.split('/', 1)[1]} {v['mean']:.3f}" for k, v in stats.items()
-                          if k in ("Loss/G/loss", "Loss/D/loss", "Loss/r1_penalty", "Loss/G/density_reg"))
-        if bar is not None:
-            bar.set_postfix_str(f"sec/kimg {sec_per_kimg:.1f} {losses}", refresh=False)
-            bar.clear()
-        log(line + (f"  [{losses}]" if losses else ""))
-        if abort and is_main:
-            log("Stop requested: writing a snapshot and exiting...")
-
-        # -- image snapshot
-        if is_main and run_dir and (done or cur_tick % config.image_snapshot_ticks == 0):
-            images, raws, depths = render_grid(G_ema, grid_z, grid_c, trainer.batch_gpu, device, config.random_seed)
-            stem = os.path.join(run_dir, f"fakes{trainer.cur_nimg // 1000:06d}")
-            save_image_grid(images, stem + ".png", [-1, 1], config.grid)
-            save_image_grid(raws, stem + "_raw.png", [-1, 1], config.grid)
-            save_image_grid(depths, stem + "_depth.png", [float(depths.min()), float(depths.max())], config.grid)
-
-        # -- network snapshot
-        snapshot = None
-        if run_dir and (done or cur_tick % config.network_snapshot_ticks == 0):
-            snapshot = _save_snapshot(config, trainer, run_dir, cur_tick, world_size, is_main, log)
-            if snapshot:
-                last_snapshot = snapshot
-                log(f"Saved {os.path.basename(snapshot)}")
-
-        # -- metrics
-        metric_results = {}
-        if snapshot is not None and metrics is not None:
-            metric_results = metrics(G_ema, snapshot, rank, world_size, device)
-
-        # -- logs
-        record = {k: dict(v) for k, v in stats.items()}
-        record.update({k: dict(num=1, mean=float(v), std=0.0) for k, v in progress.items()})
-        record["timestamp"] = time.time()
-        last_stats = record
-        if handles.get("stats_jsonl") is not None:
-            handles["stats_jsonl"].write(json.dumps(record) + "\n")
-            handles["stats_jsonl"].flush()
-        if handles.get("tb") is not None:
-            step = int(trainer.cur_nimg / 1e3)
-            for name, value in record.items():
-                if isinstance(value, dict):
-                    handles["tb"].add_scalar(name, value["mean"], global_step=step)
-            for name, value in metric_results.items():
-                handles["tb"].add_scalar(f"Metrics/{name}", value, global_step=step)
-            handles["tb"].flush()
-
-        cur_tick += 1
-        tick_start_nimg = trainer.cur_nimg
-        tick_start_time = time.time()
-        maintenance_time = tick_start_time - tick_end_time
-        if done:
-            break
+            bar.close()
     log("Exiting...")
-    return dict(run_dir=run_dir, cur_nimg=trainer.cur_nimg, snapshot=last_snapshot, stats=last_stats,
-                aborted=bool(abort), trainer=trainer)
-
-
-def _latest(run_dir: Optional[str]) -> Optional[str]:
-    if not run_dir:
-        return None
-    path = os.path.join(run_dir, LATEST)
-    if os.path.exists(path):
-        return os.path.join(run_dir, open(path).read().strip())
-    return None
+    return summary
 
 
 def check_consistency(modules: Dict[str, torch.nn.Module], world_size: int) -> None:
@@ -821,7 +721,9 @@ def check_consistency(modules: Dict[str, torch.nn.Module], world_size: int) -> N
             raise TrainingError(f"processes out of sync: {', '.join(bad)} parameters of rank {r} differ from rank 0")
 
 
-def _save_snapshot(config, trainer: Trainer, run_dir: str, cur_tick: int, world_size: int, is_main: bool, log=print):
+def _save_snapshot(config: TrainingConfig, trainer: Trainer, run: RunDir, cur_tick: int, world_size: int,
+                   log=print) -> Optional[str]:
+    """Every rank: consistency check and RNG states; rank 0 writes the file, then `latest`."""
     check_consistency({"G": trainer.G, "D": trainer.D, "G_ema": trainer.G_ema}, world_size)
     if world_size > 1:
         log(f"Process consistency: G, D and G_ema parameters identical across {world_size} processes")
@@ -831,32 +733,30 @@ def _save_snapshot(config, trainer: Trainer, run_dir: str, cur_tick: int, world_
         torch.distributed.all_gather_object(gathered, rank_state)
     else:
         gathered = [rank_state]
-    if not is_main:
+    if not run.writes:
         return None
     for name, net in (("G", trainer.G), ("G_ema", trainer.G_ema), ("D", trainer.D)):
         for key, t in net.state_dict().items():
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise NonFiniteError(f"{name}.{key} has non-finite values at kimg {trainer.cur_nimg / 1000:.3f}; "
-                                     f"snapshot not written (last good: {_latest(run_dir) or 'none'})")
-    state = trainer.state()
-    state["cur_tick"] = cur_tick + 1
-    state["format"] = SNAPSHOT_FORMAT
-    name = f"network-snapshot-{trainer.cur_nimg // 1000:06d}.safetensors"
-    path = os.path.join(run_dir, name)
+                                     f"snapshot not written (last good: {run.latest() or 'none'})")
+    state = dict(trainer.state(), cur_tick=cur_tick + 1, format=SNAPSHOT_FORMAT)
+    path = run.snapshot_path(trainer.cur_nimg)
     metadata = {
         "training_state": json.dumps(state),
         "rank_states": json.dumps(gathered),
-        "training_options": json.dumps(config.options),
+        "training_options": json.dumps(model.config.to_dict(config.options)),
         "training_config": config.to_json(),
         "kimg": f"{trainer.cur_nimg / 1000:g}",
     }
     model.save(path, {"G": trainer.G, "G_ema": trainer.G_ema, "D": trainer.D}, metadata=metadata,
                extra_tensors=trainer.optimizer_tensors())
-    _write_text_atomic(os.path.join(run_dir, LATEST), name + "\n")
+    run.mark_latest(path)
+    log(f"Saved {os.path.basename(path)}")
     return path
 
 
-def _metric_runner(config: TrainingConfig, log):
+def _metric_runner(config: TrainingConfig, run: RunDir, log):
     """The --metrics callback (training/metrics.py, computed on rank 0), or None."""
     if not config.metrics:
         return None
@@ -865,7 +765,7 @@ def _metric_runner(config: TrainingConfig, log):
     except ImportError as exc:
         raise TrainingError(f"--metrics: training/metrics.py is not available ({exc}); use --metrics=none") from None
 
-    def run(G_ema, snapshot, rank, world_size, device):
+    def run_metrics(G_ema, snapshot, rank, device):
         if rank != 0:
             return {}
         devices = [device] if device.type == "cuda" else []
@@ -875,19 +775,19 @@ def _metric_runner(config: TrainingConfig, log):
                 inception_path=config.inception, progress=False, batch_size=max(config.batch_gpu, 1),
                 seed=config.random_seed, xflip=config.mirror)
         for name, entry in results.items():
-            record = dict(entry, snapshot=os.path.basename(snapshot), timestamp=time.time())
-            with open(os.path.join(os.path.dirname(snapshot), f"metric-{name}.jsonl"), "a") as f:
-                f.write(json.dumps(record, default=float) + "\n")
+            run.append_metric(name, dict(entry, snapshot=os.path.basename(snapshot), timestamp=time.time()))
             log(f"{name}: {json.dumps(entry.get('results', {}), default=float)}")
         return {k: float(v) for k, v in metrics_module.flatten(results).items()}
-    return run
+    return run_metrics
 
 
 # ------------------------------------------------------------------------------------ processes
-def init_distributed(rank: int, world_size: int, init_method: str, device_name: str) -> None:
-    backend = "nccl" if (device_name != "cpu" and torch.cuda.is_available()) else "gloo"
+def init_distributed(rank: int, world_size: int, init_method: str, device_name: str,
+                     local_rank: Optional[int] = None) -> None:
+    """Join the process group (spawned workers and torchrun alike)."""
+    backend = distributed_backend(device_name)
     if backend == "nccl":
-        torch.cuda.set_device(rank % torch.cuda.device_count())
+        torch.cuda.set_device((rank if local_rank is None else local_rank) % torch.cuda.device_count())
     # Metrics run on rank 0 while the others wait in the next collective: allow a long wait.
     torch.distributed.init_process_group(backend=backend, init_method=init_method, rank=rank,
                                          world_size=world_size, timeout=datetime.timedelta(hours=6))
@@ -900,7 +800,7 @@ def spawn_worker(rank: int, config_dict: Dict[str, Any], world_size: int, init_m
     init_distributed(rank, world_size, init_method, config.device)
     try:
         training_loop(config, rank=rank, world_size=world_size)
-    except TrainingError as exc:
+    except (TrainingError, model.CheckpointError, OSError) as exc:
         print(f"error (rank {rank}): {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1)
     finally:
@@ -909,4 +809,4 @@ def spawn_worker(rank: int, config_dict: Dict[str, Any], world_size: int, init_m
 
 
 __all__ = ["Trainer", "TrainingError", "NonFiniteError", "InfiniteSampler", "Stats", "training_loop",
-           "build_networks", "load_networks", "spawn_worker", "init_distributed", "save_image_grid"]
+           "build_networks", "load_networks", "spawn_worker", "init_distributed", "render_grid"]

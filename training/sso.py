@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from model.camera import intrinsics_to_fov, make_label, split_label
 from model.config import RenderingConfig, to_dict
 from model.output import atomic_write
+from model.device import DeviceError, resolve_device
 from model.rendering import render_rays
 # The representations, their config and file format, and SceneField / load_scene live in
 # model/scene.py (the viewer imports model/ only); re-exported here for the fitting code and users.
@@ -683,12 +684,6 @@ def config_from_args(args, data: Optional[MultiViewData] = None) -> SSOConfig:
     return cfg
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def main(argv=None) -> int:
     """`python -m training.sso ...` and `train.py sso ...`. Returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -714,8 +709,8 @@ def main(argv=None) -> int:
         for name, count, desc in budget_table(cfg.field):
             mark = "*" if name == cfg.field.repr else " "
             print(f" {mark} {name:8s} {count:>12,d}  {desc}")
-        summary = fit(cfg, data, out, resume, progress=not args.no_progress, device=_device(args.device))
-    except SSOError as e:
+        summary = fit(cfg, data, out, resume, progress=not args.no_progress, device=resolve_device(args.device))
+    except (SSOError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,267 @@
+"""Render helpers: a view state -> camera labels, ws, tri-planes (cached) and `G.render`'s images.
+
+The same functions run in the viewer's render worker and in the exports, so a saved view is
+reproduced exactly. Every model is a `model.interface.Renderable`.
+"""
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from model import camera as cam
+from model.device import module_device
+
+from .schema import MAX_SEED, ViewerState
+
+PLANES_CACHE_SIZE = 4
+
+
+# ------------------------------------------------------------------------------------------------
+# cameras
+
+
+def model_camera_defaults(G=None) -> Dict[str, Any]:
+    """The model's average camera (radius, pivot, fov from cfg.rendering); without a model the
+    FFHQ-style defaults of `model.camera`."""
+    if G is None:
+        return dict(radius=cam.DEFAULT_RADIUS, pivot=list(cam.DEFAULT_PIVOT), fov=cam.DEFAULT_FOV_DEG)
+    r = G.cfg.rendering
+    return dict(radius=float(r.avg_camera_radius), pivot=[float(v) for v in r.avg_camera_pivot],
+                fov=float(r.avg_camera_fov))
+
+
+def resolved_camera(state: ViewerState, G=None) -> Dict[str, Any]:
+    """The render camera with the model's defaults filled in, angles in degrees."""
+    d = model_camera_defaults(G)
+    c = state.camera
+    return dict(yaw=c.yaw, pitch=c.pitch,
+                radius=d["radius"] if c.radius is None else float(c.radius),
+                pivot=d["pivot"] if c.pivot is None else [float(v) for v in c.pivot],
+                fov=d["fov"] if c.fov is None else float(c.fov))
+
+
+def pose_label(G, yaw_deg: float, pitch_deg: float, radius: Optional[float] = None,
+               pivot: Optional[Sequence[float]] = None, fov: Optional[float] = None) -> torch.Tensor:
+    """Label [1, 25] of a look-at camera, angles in degrees from frontal; None = the model's."""
+    d = model_camera_defaults(G)
+    return cam.orbit_label(cam.FRONTAL + math.radians(yaw_deg), cam.FRONTAL + math.radians(pitch_deg),
+                           d["radius"] if radius is None else radius,
+                           d["pivot"] if pivot is None else list(pivot),
+                           fov_degrees=d["fov"] if fov is None else fov, device=module_device(G))
+
+
+def camera_label(state: ViewerState, G) -> torch.Tensor:
+    """The render camera's label [1, 25]."""
+    c = resolved_camera(state, G)
+    return pose_label(G, c["yaw"], c["pitch"], c["radius"], c["pivot"], c["fov"])
+
+
+def conditioning_pose(state: ViewerState) -> Optional[tuple]:
+    """(yaw, pitch) in degrees of the conditioning pose, or None when it follows the camera."""
+    cond = state.conditioning
+    if cond.mode == "camera":
+        return None
+    if cond.mode == "custom":
+        return (cond.yaw, cond.pitch)
+    return (0.0, 0.0)
+
+
+def conditioning_label(state: ViewerState, G) -> torch.Tensor:
+    """The label [1, 25] the mapping network is conditioned on: 'frontal' / 'custom' use the
+    model's average radius, pivot and fov (as the official gen_samples.py); 'camera' the render
+    camera's label."""
+    pose = conditioning_pose(state)
+    if pose is None:
+        return camera_label(state, G)
+    return pose_label(G, pose[0], pose[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# latents
+
+
+def z_from_seed(seed: int, z_dim: int) -> np.ndarray:
+    """[1, z_dim] float64, as the official scripts draw it."""
+    return np.random.RandomState(int(seed) % (MAX_SEED + 1)).randn(1, z_dim)
+
+
+def ws_for_seed(G, seed: int, c: torch.Tensor, psi: float, cutoff: Optional[int]) -> torch.Tensor:
+    z = torch.from_numpy(z_from_seed(seed, G.z_dim)).to(device=c.device, dtype=torch.float32)
+    return G.mapping(z, c, truncation_psi=psi, truncation_cutoff=cutoff)
+
+
+def compute_ws(G, state: ViewerState, c: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """ws [1, num_ws, w_dim] of the state's latent section: seed (or A->B / fractional seed
+    interpolation in w), truncation, then style mixing of the chosen layers from `mix_seed`.
+    `c` overrides the conditioning label (default: `conditioning_label(state, G)`)."""
+    if c is None:
+        c = conditioning_label(state, G)
+    lat = state.latent
+    psi, cutoff = float(lat.trunc_psi), lat.trunc_cutoff
+    with torch.no_grad():
+        if lat.interp_enabled:
+            a, b, t = lat.interp_seed_a, lat.interp_seed_b, float(lat.interp_t)
+        else:
+            a, b, t = lat.seed, lat.seed + 1, float(lat.seed_frac)
+        ws = ws_for_seed(G, a, c, psi, cutoff)
+        if t != 0.0:
+            ws = torch.lerp(ws, ws_for_seed(G, b, c, psi, cutoff), t)
+        layers = mix_layer_indices(state, ws.shape[1])
+        if layers:
+            ws_mix = ws_for_seed(G, lat.mix_seed, c, psi, cutoff)
+            ws = ws.clone()
+            ws[:, layers] = ws_mix[:, layers]
+    return ws
+
+
+def mix_layer_indices(state: ViewerState, num_ws: int) -> List[int]:
+    if not state.latent.mix_enabled:
+        return []
+    return sorted({i for i in state.latent.mix_layers if 0 <= i < num_ws})
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering
+
+
+class PlanesCache:
+    """A small LRU of tri-planes keyed by (model, ws, noise mode).
+
+    Planes depend only on ws (and the noise), so they are reused while only the camera or the
+    render settings change. 'random' noise is never cached (each call draws new noise).
+    """
+
+    def __init__(self, capacity: int = PLANES_CACHE_SIZE, enabled: bool = True):
+        self.capacity = capacity
+        self.enabled = enabled
+        self.hits = 0
+        self.misses = 0
+        self._entries: "OrderedDict[int, tuple]" = OrderedDict()
+        self._next = 0
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def lookup(self, G, ws: torch.Tensor, noise_mode: str) -> Optional[torch.Tensor]:
+        if not self.enabled or noise_mode == "random":
+            return None
+        for key, (gref, noise, ws_c, planes) in self._entries.items():
+            if gref() is G and noise == noise_mode and ws_c.shape == ws.shape and torch.equal(ws_c, ws):
+                self._entries.move_to_end(key)
+                return planes
+        return None
+
+    def get(self, G, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        planes = self.lookup(G, ws, noise_mode)
+        if planes is not None:
+            self.hits += 1
+            return planes
+        self.misses += 1
+        with torch.no_grad():
+            planes = G.planes(ws, noise_mode=noise_mode)
+        if self.enabled and noise_mode != "random":
+            self._entries[self._next] = (weakref.ref(G), noise_mode, ws.detach().clone(), planes)
+            self._next += 1
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        return planes
+
+
+def render_settings(G, state: ViewerState) -> Dict[str, Any]:
+    """The `Renderable.render` keywords of the state's render section (all models accept them)."""
+    r, rs = G.cfg.rendering, state.render
+    return dict(
+        neural_rendering_resolution=int(rs.neural_res or G.neural_rendering_resolution),
+        depth_resolution=max(2, int(round(r.depth_resolution * rs.depth_mult))),
+        depth_resolution_importance=max(1, int(round(r.depth_resolution_importance * rs.importance_mult))),
+        deterministic=bool(rs.deterministic),
+    )
+
+
+class _StageTimer:
+    """Times a submodule (the super-resolution) with forward hooks, without changing its result."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.active = False
+        self.device = None
+        self.elapsed = 0.0
+        self._t0 = 0.0
+        module.register_forward_pre_hook(self._pre)
+        module.register_forward_hook(self._post)
+
+    def _pre(self, *_):
+        if self.active:
+            _sync(self.device)
+            self._t0 = time.perf_counter()
+
+    def _post(self, *_):
+        if self.active:
+            _sync(self.device)
+            self.elapsed += (time.perf_counter() - self._t0) * 1e3
+
+    def start(self, device) -> None:
+        self.device, self.elapsed, self.active = device, 0.0, True
+
+    def stop(self) -> float:
+        self.active = False
+        return self.elapsed
+
+
+_SR_TIMERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _sr_timer(G) -> Optional[_StageTimer]:
+    """The timer of G's `superresolution` submodule, or None (a fitted scene has none)."""
+    if G not in _SR_TIMERS:
+        sr = getattr(G, "superresolution", None)
+        _SR_TIMERS[G] = _StageTimer(sr) if isinstance(sr, torch.nn.Module) else None
+    return _SR_TIMERS[G]
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def render_state(G, state: ViewerState, planes_cache: Optional[PlanesCache] = None, *,
+                 ws: Optional[torch.Tensor] = None, timings: Optional[Dict[str, float]] = None,
+                 superresolution: Optional[bool] = None) -> Dict[str, torch.Tensor]:
+    """Render the state with G; returns G.render's dict (batch 1) plus 'ws' and 'c'.
+
+    `superresolution` defaults to "only when the final image is shown". `timings`, if given,
+    receives milliseconds per stage: mapping, planes (0 on a cache hit), render, superres.
+    """
+    device = module_device(G)
+    if superresolution is None:
+        superresolution = state.render.type == "final"
+    noise = state.render.noise_mode
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        if ws is None:
+            ws = compute_ws(G, state)
+        _sync(device)
+        t1 = time.perf_counter()
+        planes = planes_cache.get(G, ws, noise) if planes_cache is not None else G.planes(ws, noise_mode=noise)
+        _sync(device)
+        t2 = time.perf_counter()
+        c = camera_label(state, G)
+        timer = _sr_timer(G) if timings is not None else None
+        if timer is not None:
+            timer.start(device)
+        out = G.render(planes, ws, c, superresolution=bool(superresolution), **render_settings(G, state))
+        _sync(device)
+        sr_time = timer.stop() if timer is not None else 0.0
+        t3 = time.perf_counter()
+    if timings is not None:
+        timings.update(mapping=(t1 - t0) * 1e3, planes=(t2 - t1) * 1e3,
+                       render=(t3 - t2) * 1e3 - sr_time, superres=sr_time)
+    out = dict(out)
+    out["ws"] = ws
+    out["c"] = c
+    return out

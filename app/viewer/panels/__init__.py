@@ -1,0 +1,29 @@
+"""The side panel's sections, one file each, drawn in this order.
+
+To add a panel: write `panels/NAME.py` with a `Panel` subclass (`title`, `section` = the one
+state section it writes or None, `available(model)`, `draw(ctx)`), and add it to `make_panels`.
+"""
+from __future__ import annotations
+
+from typing import List
+
+from .base import Panel
+from .camera import CameraPanel
+from .capture import CapturePanel
+from .conditioning import ConditioningPanel
+from .latent import LatentPanel
+from .mesh import MeshPanel
+from .mixing import MixingPanel
+from .model import ModelPanel
+from .perf import PerfPanel
+from .render import RenderPanel
+from .turntable import TurntablePanel
+
+
+def make_panels(recent=None) -> List[Panel]:
+    return [ModelPanel(recent), LatentPanel(), MixingPanel(), CameraPanel(), ConditioningPanel(),
+            RenderPanel(), PerfPanel(), CapturePanel(), TurntablePanel(), MeshPanel()]
+
+
+__all__ = ["Panel", "make_panels", "CameraPanel", "CapturePanel", "ConditioningPanel", "LatentPanel",
+           "MeshPanel", "MixingPanel", "ModelPanel", "PerfPanel", "RenderPanel", "TurntablePanel"]

@@ -1,0 +1,114 @@
+"""The render worker without a window: requests carry their options, ws is cached by the latent
+section and the conditioning label, and the render process runs below the UI's priority."""
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import model
+from app import state as S
+from app.renderer_worker import WORKER_NICE, RenderOptions, RenderRequest, RenderWorker
+
+
+@pytest.fixture(scope="module")
+def G():
+    torch.manual_seed(0)
+    return model.build_generator(model.presets.generator_config("tiny")).eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def worker(G):
+    w = RenderWorker(threads=1)
+    w.set_model(G)
+    yield w
+    w.stop()
+    assert not w._proc.is_alive()
+
+
+def render(worker, state, options=RenderOptions(), timeout=60.0):
+    serial = worker.submit(RenderRequest(state.copy(), options))
+    end = time.perf_counter() + timeout
+    while time.perf_counter() < end:
+        frame = worker.poll()
+        if frame is not None and frame.serial == serial:
+            assert frame.error is None, frame.error
+            return frame
+        time.sleep(0.005)
+    raise AssertionError("no frame")
+
+
+def test_ws_cache_follows_latent_section_and_conditioning_label(worker):
+    s = S.ViewerState(seed=3, render_type="raw", neural_res=16)
+    assert not render(worker, s).ws_cached
+    again = render(worker, s.copy(yaw=25.0, depth_mult=0.5))      # camera / render only: cached ws
+    assert again.ws_cached and again.planes_cached
+    for change in (dict(trunc_cutoff=2), dict(mix_enabled=True, mix_layers=[0]), dict(seed_frac=0.5),
+                   dict(cond_mode="custom", cond_yaw=20.0)):           # latent fields, the cond label
+        assert not render(worker, s.copy(**change)).ws_cached, change
+    follow = s.copy(cond_mode="camera", yaw=5.0)
+    render(worker, follow)
+    assert not render(worker, follow.copy(yaw=30.0)).ws_cached   # cond follows the camera: new ws
+    assert render(worker, follow.copy(yaw=30.0, depth_mult=2.0)).ws_cached
+
+
+def test_render_options_travel_with_the_request(worker):
+    s = S.ViewerState(seed=1, render_type="raw", neural_res=16, yaw=30.0)
+    plain = render(worker, s)
+    assert plain.rgb_b is None and plain.options == RenderOptions()
+    split = render(worker, s, RenderOptions(split_ab=True))
+    assert split.options.split_ab and split.rgb_b is not None and split.rgb_b.shape == split.rgb.shape
+    assert np.abs(split.rgb.astype(float) - split.rgb_b.astype(float)).mean() > 0   # A: frontal cond, B: camera
+    hits = render(worker, s.copy(yaw=9.0)).cache_hits
+    render(worker, s.copy(yaw=10.0), RenderOptions(cache_planes=False))
+    off = render(worker, s.copy(yaw=11.0), RenderOptions(cache_planes=False))
+    assert off.cache_hits == hits and not off.planes_cached            # caching off: never a hit
+    render(worker, s.copy(yaw=12.0), RenderOptions(sensitivity=True))
+    end = time.perf_counter() + 60
+    sens = None
+    while sens is None and time.perf_counter() < end:
+        sens = worker.poll_sensitivity()
+        time.sleep(0.01)
+    assert sens is not None and set(sens) >= {"yaw", "pitch", "camera"}
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no process priorities on this OS")
+def test_render_process_runs_below_the_ui_priority(worker):
+    ui = os.getpriority(os.PRIO_PROCESS, 0)
+    render(worker, S.ViewerState(render_type="raw", neural_res=16))   # the process has started
+    assert worker.pid != os.getpid()
+    assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(19, ui + WORKER_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == ui                  # the UI keeps its own
+
+
+def test_newest_request_wins_and_a_new_model_drops_old_frames(worker, G):
+    s = S.ViewerState(render_type="raw", neural_res=16)
+    serials = [worker.submit(RenderRequest(s.copy(yaw=float(i)), RenderOptions())) for i in range(8)]
+    frame = render(worker, s.copy(yaw=40.0))
+    assert frame.state.camera.yaw == 40.0 and frame.serial > serials[-1]
+    assert not worker.busy
+    worker.set_model(G)                                               # same model, new serial
+    assert worker.poll() is None
+    assert render(worker, s).model_serial == 2
+
+
+def test_generator_and_fitted_scene_share_the_renderable_interface(G, tmp_path):
+    """One protocol, one set of render keywords: no signature filtering, no class-name lookups."""
+    import inspect
+    from model.interface import RENDER_KEYWORDS, Renderable
+    from test_scene import save_sphere_scene
+    scene = S.load_model(save_sphere_scene(tmp_path / "scene.safetensors"))
+    for m in (G, scene):
+        assert isinstance(m, Renderable)
+        params = inspect.signature(m.render).parameters
+        assert list(params)[:3] == ["planes", "ws", "c"]
+        assert {k: params[k].default for k in RENDER_KEYWORDS} == {
+            "neural_rendering_resolution": None, "deterministic": False, "depth_resolution": None,
+            "depth_resolution_importance": None, "superresolution": True}
+        assert not any(p.kind == p.VAR_KEYWORD for p in params.values())
+    assert G.has_latent and not scene.has_latent
+    st = S.ViewerState(render_type="depth", neural_res=16)
+    for m in (G, scene):
+        out = S.render_state(m, st)
+        assert out["image_depth"].shape == (1, 1, 16, 16)
