@@ -3,6 +3,7 @@
 
     python bench/train_speed.py --cfg tiny --resolution 32 --batch 4 --device cpu
     python bench/train_speed.py --cfg tiny --compare fused_modconv=always          # vs the baseline
+    python bench/train_speed.py --cfg synthetic --compare render_path=fast          # fast ray marcher
     python bench/train_speed.py --cfg ffhq --resolution 512 --batch 32 --batch-gpu 4 --device cuda \
         --compare batch_gpu=8 --compare fp16=0
 
@@ -11,7 +12,8 @@ Each configuration runs in its own process (so peak memory is its own): warm-up 
 regularisation at their intervals, EMA) on random images and cameras drawn from the portrait
 distribution. The first configuration is the baseline; every `--compare KEY=VALUE[,KEY=VALUE]`
 adds one variant and the table shows its speed ratio (baseline sec/kimg / variant sec/kimg, > 1 =
-faster) and memory ratio. Keys: fused_modconv (inference_only|always|never), batch, batch_gpu,
+faster) and memory ratio. Keys: render_path (reference|fast: the ray marcher of G's training
+renders, model/fast_render.py), fused_modconv (inference_only|always|never), batch, batch_gpu,
 nrr (neural rendering resolution), fp16 (G backbone, SR and D fp16 resolutions), threads, tf32,
 aug (noaug|ada|fixed), density_reg, gamma; or any train.py option as --opt=value
 (e.g. --compare=--cbase=16384).
@@ -38,8 +40,8 @@ KEYS = {"batch": "--batch", "batch_gpu": "--batch-gpu", "nrr": "--neural_renderi
 
 
 def variant_args(spec: str):
-    """'fused_modconv=always,batch=8' -> (train.py args, fused_modconv or None)."""
-    args, fused = [], None
+    """'fused_modconv=always,batch=8' -> (train.py args, {fused_modconv, render_path} set)."""
+    args, settings = [], {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         if item.startswith("--"):
             args.append(item)
@@ -50,14 +52,19 @@ def variant_args(spec: str):
         if key == "fused_modconv":
             if value not in ("inference_only", "always", "never"):
                 raise SystemExit("fused_modconv must be inference_only, always or never")
-            fused = value
+            settings["fused_modconv"] = value
+        elif key == "render_path":
+            if value not in ("reference", "fast"):
+                raise SystemExit("render_path must be reference or fast")
+            settings["render_path"] = value
         elif key == "fp16":
             args += [f"--g_num_fp16_res={value}", f"--sr_num_fp16_res={value}", f"--d_num_fp16_res={value}"]
         elif key in KEYS:
             args.append(f"{KEYS[key]}={value}")
         else:
-            raise SystemExit(f"--compare: unknown key {key!r} (known: fused_modconv, fp16, {', '.join(KEYS)})")
-    return args, fused
+            raise SystemExit(f"--compare: unknown key {key!r} "
+                             f"(known: render_path, fused_modconv, fp16, {', '.join(KEYS)})")
+    return args, settings
 
 
 def worker(payload: dict) -> dict:
@@ -70,8 +77,9 @@ def worker(payload: dict) -> dict:
 
     explicit = options.parse_args(payload["args"])
     config = options.resolve(explicit, dataset_info=dict(resolution=payload["resolution"], size=1024, name="random"))
-    if payload.get("fused"):
-        config.G.backbone.fused_modconv = payload["fused"]
+    settings = payload.get("settings") or {}
+    if settings.get("fused_modconv"):
+        config.G.backbone.fused_modconv = settings["fused_modconv"]
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -85,6 +93,8 @@ def worker(payload: dict) -> dict:
     pitch = np.pi / 2 + np.clip(rng.randn(1024) * 0.1, -0.25, 0.25)
     labels = camera.orbit_label(torch.tensor(yaw, dtype=torch.float32), torch.tensor(pitch, dtype=torch.float32))
     G, D, G_ema = build_networks(config, device)
+    for net in (G, G_ema):          # training renders under autograd: 'auto' = reference there
+        net.fast_renderer.cfg.auto_under_autograd = settings.get("render_path") == "fast"
     trainer = Trainer(config, G, D, G_ema, labels, device)
     b, res = trainer.batch_per_rank, config.resolution
 
@@ -116,7 +126,7 @@ def worker(payload: dict) -> dict:
     return dict(sec_per_kimg=wall / images * 1000, cpu_sec_per_kimg=cpu / images * 1000, images_per_sec=images / wall,
                 peak_gb=peak, peak_kind=peak_kind, device=str(device), batch=config.batch_size,
                 batch_gpu=trainer.batch_gpu, resolution=res, nrr=config.loss.neural_rendering_resolution_initial,
-                fused_modconv=config.G.backbone.fused_modconv,
+                fused_modconv=config.G.backbone.fused_modconv, render_path=settings.get("render_path", "reference"),
                 g_params=sum(p.numel() for p in G.parameters()), d_params=sum(p.numel() for p in D.parameters()),
                 finite=all(bool(torch.isfinite(v).all()) for v in trainer.last_losses.values()))
 
@@ -149,14 +159,14 @@ def main(argv=None) -> int:
         base.append(f"--batch-gpu={args.batch_gpu}")
     if args.threads:
         base.append(f"--threads={args.threads}")
-    variants = [("baseline", base, None)]
+    variants = [("baseline", base, {})]
     for spec in args.compare:
-        vargs, fused = variant_args(spec)
-        variants.append((spec, base + vargs, fused))
+        vargs, settings = variant_args(spec)
+        variants.append((spec, base + vargs, settings))
 
     results = []
-    for name, vargs, fused in variants:
-        payload = dict(args=vargs, fused=fused, resolution=resolution, steps=args.steps, warmup=args.warmup)
+    for name, vargs, settings in variants:
+        payload = dict(args=vargs, settings=settings, resolution=resolution, steps=args.steps, warmup=args.warmup)
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--_worker", json.dumps(payload)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)

@@ -8,6 +8,7 @@ from torch import nn
 
 from . import camera
 from .backbone import Backbone
+from .fast_render import FastRenderer
 from .official_api import (ImportanceRenderer, RaySampler, RenderingKwargs, config_from_init_args,
                            official_init_kwargs)
 from .rendering import render_rays
@@ -51,6 +52,7 @@ class TriPlaneGenerator(nn.Module):
         self._rendering_kwargs = RenderingKwargs(cfg)
         # Raw backbone output [B, 3*C, H, W] kept by synthesis(cache_backbone=True) (official name).
         self._last_planes: Optional[torch.Tensor] = None
+        self.fast_renderer = FastRenderer()       # path="fast" settings + planes-table cache
 
     # Official attribute names, so scripts written for official G objects keep working.
     z_dim = property(lambda self: self.cfg.z_dim)
@@ -136,7 +138,8 @@ class TriPlaneGenerator(nn.Module):
                depth_resolution_importance: Optional[int] = None,
                superresolution: bool = True, return_samples: bool = False,
                force_fp32: bool = False, fused_modconv=None,
-               trace_rays: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+               trace_rays: Optional[torch.Tensor] = None,
+               path: str = "auto") -> Dict[str, torch.Tensor]:
         """Render cached planes from cameras c [B, 25].
 
         Returns image [B,3,S,S] (when superresolution), image_raw [B,3,R,R], image_depth
@@ -146,15 +149,23 @@ class TriPlaneGenerator(nn.Module):
         force_fp32 / fused_modconv reach the super-resolution blocks (official names).
         trace_rays [K] (ray indices row * R + col) adds `trace`, a rendering.RayTrace with the
         per-sample densities, weights and transmittance along those rays.
+        path: 'reference' (rendering.py, the oracle), 'fast' (fast_render.py, same samples,
+        within 1e-3 of the reference; no trace_rays) or 'auto' (fast unless autograd records
+        through it or trace_rays is given).
         """
         res = neural_rendering_resolution or self.cfg.neural_rendering_resolution
         cam2world, intrinsics = camera.split_label(c)
         origins, directions = camera.generate_rays(cam2world, intrinsics, res)
-        result = render_rays(lambda p: self.sample_density(planes, p), origins, directions,
-                             self.cfg.rendering, deterministic=deterministic,
-                             depth_resolution=depth_resolution,
-                             depth_resolution_importance=depth_resolution_importance,
-                             keep_rays=trace_rays)
+        kwargs = dict(deterministic=deterministic, depth_resolution=depth_resolution,
+                      depth_resolution_importance=depth_resolution_importance)
+        if trace_rays is not None and path == "fast":
+            raise ValueError("trace_rays needs path='reference' (the fast path keeps no per-sample data)")
+        if trace_rays is None and self.fast_renderer.applies(path, planes, self.decoder):
+            result = self.fast_renderer.render(planes, self.decoder, origins, directions,
+                                               self.cfg.rendering, **kwargs)
+        else:
+            result = render_rays(lambda p: self.sample_density(planes, p), origins, directions,
+                                 self.cfg.rendering, keep_rays=trace_rays, **kwargs)
         batch = c.shape[0]
 
         def to_image(t: torch.Tensor) -> torch.Tensor:
@@ -205,7 +216,7 @@ class TriPlaneGenerator(nn.Module):
                            fused_modconv=fused_modconv, **render_kwargs)
 
     _RENDER_OPTIONS = ("deterministic", "depth_resolution", "depth_resolution_importance",
-                       "superresolution", "return_samples", "trace_rays")
+                       "superresolution", "return_samples", "trace_rays", "path")
 
     def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0,
                 truncation_cutoff: Optional[int] = None, update_emas: bool = False,

@@ -52,7 +52,8 @@ def outputs(nets, reference):
     with torch.no_grad():
         ws = G.mapping(z, cond_c, truncation_psi=1)
         planes = G.planes(ws, noise_mode="const")
-        out = G.render(planes, ws, cam_c, deterministic=True, return_samples=True)
+        out = G.render(planes, ws, cam_c, deterministic=True, return_samples=True,
+                       path="reference")
         logits = D({"image": out["image"], "image_raw": out["image_raw"]}, cam_c)
         return dict(
             ws=ws, ws_trunc=G.mapping(z, cond_c, truncation_psi=0.7, truncation_cutoff=None),
@@ -175,6 +176,6 @@ def test_clean_mode_differs_only_where_documented(nets, reference):
     with torch.no_grad():
         ws = clean.mapping(z, cond_c)
         out = clean.render(clean.planes(ws, noise_mode="const"), ws, cam_c, deterministic=True,
-                           return_samples=True)
+                           return_samples=True, path="reference")
     torch.testing.assert_close(out["image_raw"], out["feature_image"][:, :3])
     assert out["depths_fine"].max().item() > 3.29

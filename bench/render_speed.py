@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""Render speed, reference path vs fast path, per stage, with the machine's physical limit.
+
+    python bench/render_speed.py                               # all four models, 2 threads
+    python bench/render_speed.py --models portrait tiny128 --repeats 3
+    python bench/render_speed.py --models ffhq512 --threads 2 --preview
+
+Models: `portrait` (the shipped checkpoints/portrait.safetensors), `tiny128` and `small512` (the
+official fixtures in ../shared/fixtures/eg3d_official; small512 is built from its options with
+random weights when its .pkl does not load), `ffhq512` (the official ffhq512-128 architecture,
+random weights). One frame = batch 1, the model's own neural resolution and samples, random
+(non-deterministic) sampling as in the viewer. Stages: mapping, planes (backbone), coarse and
+fine (field evaluations of the two passes), composite (everything else in the ray marcher:
+rays, sampling, merging, compositing), SR (the same module on both paths: timed once, shared).
+Times are the minimum over --repeats frames
+(the machine is shared; the minimum is the least disturbed; with --threads 1 the times are
+the rendering thread's CPU time, which other jobs on the machine do not inflate), and both paths run alternately in
+the same process so the ratio fast/reference is measured under the same load.
+
+The limit line: FLOPs and bytes of each stage for one frame (dense layers counted by
+torch.utils.flop_counter, the tri-plane field and compositing counted analytically: FLOPs of
+the gather + MLP + weighted sums, bytes = the gathered plane rows + the stored features), and
+the time they need at this machine's measured fp32 matmul rate and memory copy rate:
+limit = max(FLOPs / rate, bytes / bandwidth). fast/limit is how far the fast path is from it.
+--preview also times `model.preview.render_preview` (the viewer's interactive preview).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+import model  # noqa: E402
+from model import camera  # noqa: E402
+from model import generator as generator_module  # noqa: E402
+from model import preview  # noqa: E402
+
+FIXTURES = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "eg3d_official")
+MODELS = ("portrait", "tiny128", "small512", "ffhq512")
+STAGES = ("mapping", "planes", "coarse", "fine", "composite", "sr")
+NEURAL = ("coarse", "fine", "composite")
+CLOCK = time.perf_counter          # main(): the thread's CPU time when running on one thread
+
+
+def build(name: str):
+    """(generator, description) of a benchmark model."""
+    torch.manual_seed(0)
+    if name == "portrait":
+        return model.load(os.path.join(REPO, "checkpoints", "portrait.safetensors")), "shipped"
+    if name == "ffhq512":
+        return model.build_generator(model.presets.generator_config("ffhq512")), "random weights"
+    path = os.path.join(FIXTURES, f"{name}.pkl")
+    try:
+        return model.load(path), "official fixture"
+    except Exception as exc:                    # small512: the 8XDC import is not ready yet
+        if name != "small512":
+            raise SystemExit(f"error: {path}: {exc}")
+        cfg = model.presets.generator_config("ffhq512")
+        cfg.backbone.channel_base, cfg.backbone.channel_max, cfg.mapping.num_layers = 4096, 64, 1
+        return model.build_generator(cfg), f"built from its options, random weights ({exc})"
+
+
+class StageTimer:
+    """Milliseconds of the field calls (1st = coarse, 2nd = fine) and of the whole ray march."""
+
+    def __init__(self):
+        self.ms = {}
+        self.calls = 0
+
+    def field(self, fn):
+        def timed(*args):
+            t0 = CLOCK()
+            out = fn(*args)
+            key = "coarse" if self.calls == 0 else "fine"
+            self.ms[key] = self.ms.get(key, 0.0) + (CLOCK() - t0) * 1e3
+            self.calls += 1
+            return out
+        return timed
+
+
+@contextlib.contextmanager
+def instrument(G, timer: StageTimer):
+    """Time the stages of G.render without touching the model code."""
+    ref_march, fast_field, fast_march = (generator_module.render_rays, G.fast_renderer.field,
+                                         G.fast_renderer.render)
+
+    def march(fn, *args, **kwargs):
+        t0 = CLOCK()
+        out = fn(*args, **kwargs)
+        timer.ms["march"] = (CLOCK() - t0) * 1e3
+        return out
+
+    def ref(field, *args, **kwargs):
+        return march(ref_march, timer.field(field), *args, **kwargs)
+
+    generator_module.render_rays = ref
+    G.fast_renderer.field = lambda *a, **k: timer.field(fast_field(*a, **k))
+    G.fast_renderer.render = lambda *a, **k: march(fast_march, *a, **k)
+    try:
+        yield
+    finally:
+        generator_module.render_rays = ref_march
+        del G.fast_renderer.field, G.fast_renderer.render
+
+
+def frame(G, ws, planes, c, path: str):
+    """ms per neural-rendering stage (coarse, fine, composite) of one render from cached planes,
+    and the feature image for the SR."""
+    timer = StageTimer()
+    with instrument(G, timer):
+        out = G.render(planes, ws, c, path=path, superresolution=False)
+    ms = {k: timer.ms.get(k, 0.0) for k in ("coarse", "fine")}
+    ms["composite"] = timer.ms["march"] - ms["coarse"] - ms["fine"]
+    return ms, out["feature_image"]
+
+
+def time_sr(G, features, ws) -> float:
+    """ms of the super-resolution (the same module on both paths, so timed once)."""
+    t0 = CLOCK()
+    G.superresolution(features[:, :3].clone(), features, ws)
+    return (CLOCK() - t0) * 1e3
+
+
+def machine_rates(threads: int):
+    """(fp32 matmul FLOP/s, memory copy bytes/s) measured now, best of 3."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    x = torch.empty(32 * 2 ** 20)
+    y = torch.empty_like(x)
+    best_mm = best_copy = float("inf")
+    for _ in range(3):
+        t0 = CLOCK()
+        for _ in range(4):
+            a @ b
+        best_mm = min(best_mm, (CLOCK() - t0) / 4)
+        t0 = CLOCK()
+        y.copy_(x)
+        best_copy = min(best_copy, CLOCK() - t0)
+    return 2 * 1024 ** 3 / best_mm, 2 * x.numel() * 4 / best_copy
+
+
+def dense_cost(fn):
+    """(FLOPs, bytes) of the matmuls/convolutions of fn(): FLOPs from the flop counter, bytes =
+    their inputs, weights and outputs (what they must move at least once)."""
+    counter = _BytesMode()
+    with FlopCounterMode(display=False) as flops, counter:
+        fn()
+    return flops.get_total_flops(), counter.bytes
+
+
+class _BytesMode(torch.utils._python_dispatch.TorchDispatchMode):
+    OPS = ("convolution", "mm", "addmm", "bmm", "baddbmm")
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.__name__.split(".")[0] in self.OPS:
+            tensors = [t for t in list(args) + [out] if isinstance(t, torch.Tensor)]
+            self.bytes += sum(t.numel() * t.element_size() for t in tensors)
+        return out
+
+
+def field_cost(G, points: int):
+    """Analytic (FLOPs, bytes) of the tri-plane field at `points` points: 12 corner rows of C
+    floats gathered and summed, the two decoder layers, 1 + F outputs stored."""
+    c = G.cfg.backbone.plane_channels
+    h, f = G.cfg.decoder.hidden_dim, G.cfg.decoder.output_features
+    corners = 4 * G.cfg.backbone.num_planes
+    flops = points * (2 * corners * c + 2 * c * h + 2 * h * (1 + f))
+    return flops, points * 4 * (corners * c + 1 + f)
+
+
+def composite_cost(G, rays: int, samples: int):
+    """Analytic (FLOPs, bytes) of compositing: a weighted sum of F features per sample."""
+    f = G.cfg.decoder.output_features
+    return rays * samples * 2 * f, rays * samples * 4 * (f + 2)
+
+
+def limits(G, ws, planes, c):
+    """{stage: (FLOPs, bytes)} of one frame."""
+    r = G.cfg.rendering
+    rays = G.neural_rendering_resolution ** 2
+    z = torch.randn(1, G.z_dim)
+    cost = {"mapping": dense_cost(lambda: G.mapping(z, c)),
+            "planes": dense_cost(lambda: G.planes(ws, noise_mode="const")),
+            "coarse": field_cost(G, rays * r.depth_resolution),
+            "fine": field_cost(G, rays * r.depth_resolution_importance),
+            "composite": composite_cost(G, rays, r.depth_resolution + r.depth_resolution_importance)}
+    res = G.neural_rendering_resolution
+    feats = torch.zeros(1, G.cfg.decoder.output_features, res, res)
+    cost["sr"] = dense_cost(lambda: G.superresolution(feats[:, :3].clone(), feats, ws))
+    return cost
+
+
+def bench_model(name: str, repeats: int, sr_repeats: int, rates, show_preview: bool) -> dict:
+    G, how = build(name)
+    G = G.eval().requires_grad_(False)
+    r = G.cfg.rendering
+    print(f"\n== {name} ({how}): {G.img_resolution} px, neural {G.neural_rendering_resolution} px, "
+          f"{r.depth_resolution}+{r.depth_resolution_importance} samples/ray, "
+          f"SR {G.cfg.superres.module}")
+    c = camera.orbit_label(0.3, 1.45, r.avg_camera_radius, r.avg_camera_pivot, r.avg_camera_fov)
+    z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1))
+    best = {p: {} for p in ("reference", "fast")}
+    with torch.no_grad():
+        mapping_ms, planes_ms = [], []
+        for _ in range(max(1, repeats)):
+            t0 = CLOCK()
+            ws = G.mapping(z, c, truncation_psi=0.7)
+            t1 = CLOCK()
+            planes = G.planes(ws, noise_mode="const")
+            mapping_ms.append((t1 - t0) * 1e3)
+            planes_ms.append((CLOCK() - t1) * 1e3)
+        for p in best:
+            best[p].update(mapping=min(mapping_ms), planes=min(planes_ms))
+        for i in range(repeats + 1):                 # the first round warms up both paths
+            for p in best:
+                ms, features = frame(G, ws, planes, c, p)
+                if i > 0:
+                    for k, v in ms.items():
+                        best[p][k] = min(best[p].get(k, float("inf")), v)
+        sr = min(time_sr(G, features, ws) for _ in range(sr_repeats))
+        for p in best:
+            best[p]["sr"] = sr
+        cost = limits(G, ws, planes, c)
+    flops_rate, bandwidth = rates
+    print(f"{'stage':10s} {'ref ms':>9s} {'fast ms':>9s} {'ratio':>6s} | {'GFLOP':>7s} {'MB':>8s} "
+          f"{'limit ms':>9s} {'fast/limit':>10s}")
+    rows = {}
+    for k in STAGES:
+        flops, nbytes = cost[k]
+        lim = max(flops / flops_rate, nbytes / bandwidth) * 1e3
+        ref, fast = best["reference"][k], best["fast"][k]
+        rows[k] = (ref, fast, lim)
+        print(f"{k:10s} {ref:9.1f} {fast:9.1f} {ref / fast:5.2f}x | {flops / 1e9:7.3f} "
+              f"{nbytes / 1e6:8.1f} {lim:9.1f} {fast / max(lim, 1e-9):9.1f}x")
+    for label, keys in (("neural", NEURAL), ("render", NEURAL + ("sr",)), ("end2end", STAGES)):
+        ref = sum(best["reference"][k] for k in keys)
+        fast = sum(best["fast"][k] for k in keys)
+        lim = sum(rows[k][2] for k in keys)
+        print(f"{label:10s} {ref:9.1f} {fast:9.1f} {ref / fast:5.2f}x | {'':7s} {'':8s} "
+              f"{lim:9.1f} {fast / max(lim, 1e-9):9.1f}x")
+    ref_r = sum(best["reference"][k] for k in NEURAL + ("sr",))
+    fast_r = sum(best["fast"][k] for k in NEURAL + ("sr",))
+    print(f"FPS from cached planes: reference {1e3 / ref_r:.2f}, fast {1e3 / fast_r:.2f}")
+    if show_preview:
+        settings = preview.PreviewSettings()
+        with torch.no_grad():
+            preview.render_preview(G, planes, ws, c, settings)
+            times = []
+            for _ in range(max(3, repeats)):
+                t0 = CLOCK()
+                preview.render_preview(G, planes, ws, c, settings)
+                times.append(CLOCK() - t0)
+        print(f"preview ({settings}): {min(times) * 1e3:.1f} ms = {1 / min(times):.1f} FPS")
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--repeats", type=int, default=2, help="timed frames per path (default 2)")
+    p.add_argument("--sr-repeats", type=int, default=1,
+                   help="timed SR runs (the same module on both paths, timed once per model; default 1)")
+    p.add_argument("--preview", action="store_true", help="also time the interactive preview")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.thread_time if args.threads == 1 else time.perf_counter
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    rates = machine_rates(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load average "
+          f"{load:.1f}; measured: fp32 matmul {rates[0] / 1e9:.1f} GFLOP/s, memory copy "
+          f"{rates[1] / 1e9:.1f} GB/s; times: "
+          + ("CPU time of the rendering thread" if args.threads == 1 else "wall clock"))
+    for name in args.models:
+        bench_model(name, args.repeats, args.sr_repeats, rates, args.preview)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

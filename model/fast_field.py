@@ -1,0 +1,147 @@
+"""Fast tri-plane field: fused bilinear gather of the three planes + mean + decoder MLP.
+
+The reference (`triplane.sample_planes` + `TriPlaneDecoder`) reads each plane with
+`grid_sample` on [C, H, W] planes, i.e. 32 strided gathers per corner, materialises the
+[B, 3, N, C] features, averages them and runs the MLP over all N points at once, so every
+intermediate is a ~100 MB tensor that round-trips through memory. Here the planes are stored
+channels-last as one table of rows [B*3*H*W, C]; the 12 bilinear corners of a point (4 per
+plane) are summed with their weights (1/3 of the mean folded in) by one `embedding_bag`
+(contiguous 128-byte rows, no [N, 12, C] tensor), and the decoder runs on cache-sized chunks.
+Everything is differentiable (embedding_bag has a backward for the table and the weights).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .triplane import PLANE_AXES, TriPlaneDecoder
+
+# The decoder's feature activation, sigmoid(x) * (1 + 2 * RGB_PAD) - RGB_PAD (triplane.py).
+RGB_PAD = 0.001
+
+
+# Zero border around each plane in the table: clamping a corner into it reads zeros, which is
+# grid_sample's zero padding without a per-corner validity test. Two texels per side, so that
+# both corners of a point clamped from far outside land in the border.
+BORDER = 2
+
+
+def planes_table(planes: torch.Tensor) -> torch.Tensor:
+    """planes [B, P, C, H, W] -> channels-last rows [B*P*(H+4)*(W+4), C] with a zero border.
+
+    row = ((b*P + p)*(H+4) + y + 2)*(W+4) + x + 2 for texel (x, y) of plane p of item b.
+    """
+    padded = F.pad(planes, (BORDER,) * 4)
+    return padded.permute(0, 1, 3, 4, 2).reshape(-1, planes.shape[2]).contiguous()
+
+
+def corner_maps(num_planes: int, height: int, width: int, box_warp: float, axes: str,
+                device) -> tuple:
+    """Constants of `corner_weights`: world point -> padded pixel coordinates of every plane
+    (one small matmul: the axis selection and grid_sample's align_corners=False scaling), their
+    clamp limits, and pixel coordinates -> table row of the (x0, y0) corner."""
+    pw, ph = width + 2 * BORDER, height + 2 * BORDER
+    to_pix = torch.zeros(2 * num_planes, 3, device=device)
+    shift = torch.zeros(2 * num_planes, 1, device=device)
+    to_row = torch.zeros(num_planes, 2 * num_planes, device=device)
+    for p, pair in enumerate(PLANE_AXES[axes]):
+        for k, (axis, size) in enumerate(zip(pair, (width, height))):
+            # ((2 x / box_warp + 1) * size - 1) / 2, shifted into the padded plane
+            to_pix[2 * p + k, axis] = size / box_warp
+            shift[2 * p + k] = (size - 1) / 2 + BORDER
+        to_row[p, 2 * p], to_row[p, 2 * p + 1] = 1, pw
+    low = torch.zeros(2 * num_planes, 1, device=device)              # 2 texels left of the plane
+    high = torch.tensor([width, height] * num_planes, dtype=torch.float32,
+                        device=device).reshape(-1, 1) + BORDER
+    plane_rows = (torch.arange(num_planes, device=device, dtype=torch.float32) * (ph * pw)).reshape(-1, 1)
+    corners = torch.tensor([0, 1, pw, pw + 1], device=device).reshape(1, 4, 1)
+    return to_pix, shift, low, high, to_row, plane_rows, corners, float(num_planes * ph * pw)
+
+
+def corner_weights(points: torch.Tensor, batch_index: Optional[torch.Tensor], maps: tuple
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Table rows [K, 4P] and weights [K, 4P] of the bilinear corners of points [K, 3].
+
+    Matches grid_sample(bilinear, zeros padding, align_corners=False) on each plane; the
+    weights include the 1/P of the mean over planes. batch_index [K] (float; None = item 0)
+    selects each point's planes. Computed point-minor ([4P, K], so every op runs over long
+    contiguous rows) and returned as transposed views. Row numbers are computed in float32,
+    exact below 2**24 rows.
+    """
+    to_pix, shift, low, high, to_row, plane_rows, corners, item_rows = maps
+    num_planes = to_row.shape[0]
+    pix = torch.addmm(shift, to_pix, points.t())                                 # [2P, K]
+    lo = torch.floor(pix)
+    frac = pix - lo
+    base = torch.addmm(plane_rows, to_row, torch.clamp(lo, low, high))           # [P, K]
+    if batch_index is not None:
+        base = base + batch_index * item_rows
+    rows = base.long().unsqueeze(1) + corners                                    # [P, 4, K]
+    fx, fy = frac[0::2].unsqueeze(1), frac[1::2].unsqueeze(1) * (1 / num_planes)
+    wx = torch.cat([1 - fx, fx], dim=1)                                          # [P, 2, K]
+    wy = torch.cat([1 / num_planes - fy, fy], dim=1)
+    weight = wy.unsqueeze(2) * wx.unsqueeze(1)                                   # [P, 2, 2, K]
+    return rows.reshape(4 * num_planes, -1).t(), weight.reshape(4 * num_planes, -1).t()
+
+
+class FastField:
+    """Raw sigma and sigmoid features of a tri-plane field at world points, in chunks.
+
+    Built once per planes tensor (the channels-last table costs one copy of the planes) and
+    reused for the coarse and fine passes. The decoder weights are read from the module at
+    call time, scaled as FullyConnectedLayer does, so training updates are seen. The features
+    are sigmoid(x) WITHOUT the decoder's padded range (x * (1 + 2 * RGB_PAD) - RGB_PAD): that
+    affine map commutes with compositing, so the renderer applies it once per ray (`pad_range`).
+    """
+
+    def __init__(self, planes: torch.Tensor, decoder: TriPlaneDecoder, box_warp: float,
+                 axes: str, chunk: int, table: Optional[torch.Tensor] = None):
+        if axes not in PLANE_AXES:
+            raise ValueError(f"plane_axes must be one of {sorted(PLANE_AXES)}, got {axes!r}")
+        self.batch, num_planes, _, height, width = planes.shape
+        self.table = planes_table(planes) if table is None else table
+        self.decoder, self.chunk = decoder, chunk
+        self.maps = corner_maps(num_planes, height, width, box_warp, axes, planes.device)
+
+    def _weights(self):
+        fc1, fc2 = self.decoder.net[0], self.decoder.net[2]
+        w1 = (fc1.weight * fc1.weight_gain).t()
+        w2 = (fc2.weight * fc2.weight_gain).t()
+        return w1, fc1.bias * fc1.bias_gain, w2, fc2.bias * fc2.bias_gain
+
+    def __call__(self, points: torch.Tensor, batch_index: torch.Tensor
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """points [K, 3], batch_index [K] (float item numbers) -> sigma [K], features [K, F]."""
+        w1, b1, w2, b2 = self._weights()
+        count = points.shape[0]
+        grad = torch.is_grad_enabled() and (self.table.requires_grad or w1.requires_grad)
+        if not grad or count == 0:        # write straight into the outputs, no concatenation
+            sigma = points.new_empty(count)
+            feats = points.new_empty(count, w2.shape[1] - 1)
+        sigmas, parts = [], []
+        for start in range(0, count, self.chunk):
+            stop = min(start + self.chunk, count)
+            rows, weight = corner_weights(points[start:stop], None if self.batch == 1 else
+                                          batch_index[start:stop], self.maps)
+            x = F.embedding_bag(rows.contiguous(), self.table, mode="sum",
+                                per_sample_weights=weight.contiguous())           # [k, C]
+            x = torch.addmm(b2, F.softplus(torch.addmm(b1, x, w1)), w2)          # [k, 1 + F]
+            if grad:
+                sigmas.append(x[:, 0])
+                parts.append(torch.sigmoid(x[:, 1:]))
+            else:
+                sigma[start:stop] = x[:, 0]
+                torch.sigmoid(x[:, 1:], out=feats[start:stop])
+        if sigmas:
+            return torch.cat(sigmas), torch.cat(parts)
+        return sigma, feats
+
+
+def pad_range(features: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:
+    """Composited sigmoid features [.., F] + opacity [.., 1] -> composited decoder features.
+
+    sum_i w_i (s_i * (1 + 2p) - p) = (1 + 2p) * sum_i w_i s_i - p * sum_i w_i.
+    """
+    return features * (1 + 2 * RGB_PAD) - RGB_PAD * opacity

@@ -1,0 +1,261 @@
+"""The fast render path (model/fast_render.py, fast_field.py) against the reference renderer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import model
+from model import fast_render
+from model.fast_field import RGB_PAD
+from model.preview import PreviewSettings, render_preview
+
+RAW_TOL, IMAGE_TOL = 1e-3, 1e-2           # the issue's parity tolerances (deterministic mode)
+SKIP_BOUND = 2 * (1 + 2 * RGB_PAD)        # FastRenderConfig: error <= SKIP_BOUND * T
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "portrait.safetensors"
+
+
+def both(G, planes, ws, c, **kw):
+    with torch.no_grad():
+        return (G.render(planes, ws, c, path="reference", **kw),
+                G.render(planes, ws, c, path="fast", **kw))
+
+
+def max_err(a, b) -> float:
+    return (a - b).abs().max().item()
+
+
+def assert_parity(ref, fast):
+    assert max_err(ref["image_raw"], fast["image_raw"]) < RAW_TOL
+    assert max_err(ref["feature_image"], fast["feature_image"]) < RAW_TOL
+    assert max_err(ref["image_alpha"], fast["image_alpha"]) < RAW_TOL
+    assert max_err(ref["image_depth"], fast["image_depth"]) < RAW_TOL
+    if "image" in ref:
+        assert max_err(ref["image"], fast["image"]) < IMAGE_TOL
+
+
+def official(fixture_dir, name):
+    with np.load(fixture_dir / f"{name}_reference.npz") as data:
+        return model.load(fixture_dir / f"{name}.pkl"), {k: data[k] for k in data.files}
+
+
+def test_tiny128_fixture_matches_reference_and_official(fixture_dir, one_thread):
+    G, reference = official(fixture_dir, "tiny128")
+    z, cond_c, cam_c = (torch.from_numpy(reference[k]) for k in ("z", "cond_c", "cam_c"))
+    with torch.no_grad():
+        ws = G.mapping(z, cond_c)
+        planes = G.planes(ws, noise_mode="const")
+    ref, fast = both(G, planes, ws, cam_c, deterministic=True, return_samples=True)
+    assert_parity(ref, fast)
+    # ... and the official implementation's own outputs (the fixture)
+    assert np.abs(fast["image_raw"].numpy() - reference["image_raw"]).max() < RAW_TOL
+    assert np.abs(fast["image"].numpy() - reference["image"]).max() < IMAGE_TOL
+    for key in ("depths_coarse", "weights_coarse", "depths_fine"):
+        torch.testing.assert_close(fast[key], ref[key], rtol=0, atol=1e-5)
+
+
+def test_small512_fixture_matches_official(fixture_dir, one_thread):
+    """small512 (8XDC SR, 128 px neural render), first camera of the fixture, fast path only
+    against the official outputs (test_parity holds the reference path to them within 1e-4)."""
+    G, reference = official(fixture_dir, "small512")
+    z, cond_c, cam_c = (torch.from_numpy(reference[k][:1]) for k in ("z", "cond_c", "cam_c"))
+    with torch.no_grad():
+        ws = G.mapping(z, cond_c)
+        fast = G.render(G.planes(ws, noise_mode="const"), ws, cam_c, deterministic=True, path="fast")
+    for key, tol in (("image_raw", RAW_TOL), ("image_depth", RAW_TOL), ("image", IMAGE_TOL)):
+        assert np.abs(fast[key].numpy() - reference[key][:1]).max() < tol, key
+
+
+def test_shipped_model_matches_reference(one_thread):
+    G = model.load(SHIPPED)
+    r = G.cfg.rendering
+    c = model.camera.orbit_label([0.4, -0.5], [1.3, 1.7], r.avg_camera_radius, r.avg_camera_pivot,
+                                 r.avg_camera_fov)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(3)), c)
+        planes = G.planes(ws, noise_mode="const")
+    assert_parity(*both(G, planes, ws, c, deterministic=True))
+
+
+def test_random_mode_draws_the_same_samples(tiny_generator, one_thread):
+    G = tiny_generator
+    G.cfg.rendering.density_noise = 0.5          # a third random draw, in the same order
+    c = model.camera.orbit_label(0.2, 1.5)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(1, G.z_dim), c)
+        planes = G.planes(ws, noise_mode="const")
+        torch.manual_seed(7)
+        ref = G.render(planes, ws, c, path="reference", return_samples=True)
+        torch.manual_seed(7)
+        fast = G.render(planes, ws, c, path="fast", return_samples=True)
+    torch.testing.assert_close(fast["depths_fine"], ref["depths_fine"])
+    assert_parity(ref, fast)
+
+
+def test_merge_ranks_equal_a_stable_sort():
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(50, 9, generator=g).sort(dim=1).values
+    fine = torch.rand(50, 7, generator=g)
+    fine[:, 3] = coarse[:, 4]                    # ties
+    fine = fine.sort(dim=1).values
+    pos_c, pos_f = fast_render.merge_ranks(coarse, fine)
+    merged = torch.empty(50, 16).scatter_(1, pos_c, coarse).scatter_(1, pos_f, fine)
+    torch.testing.assert_close(merged, torch.cat([coarse, fine], 1).sort(dim=1, stable=True).values,
+                               rtol=0, atol=0)
+    assert (torch.cat([pos_c, pos_f], 1).sort(dim=1).values == torch.arange(16)).all()
+
+
+def merged_transmittance_at_cut(G, planes, c, tau: float) -> torch.Tensor:
+    """Reference-side T [B, M] at the fine-sample cut of FastRenderConfig.transmittance_cutoff:
+    the merged (coarse + fine) transmittance in front of the first coarse sample whose coarse
+    transmittance is below tau (1 where no coarse sample is)."""
+    with torch.no_grad():
+        out = G.render(planes, None, c, path="reference", deterministic=True,
+                       superresolution=False, return_samples=True)
+        b, m, n, _ = out["depths_coarse"].shape
+        c2w, intr = model.camera.split_label(c)
+        origins, dirs = model.camera.generate_rays(c2w, intr, G.neural_rendering_resolution)
+        z = torch.cat([out["depths_coarse"], out["depths_fine"]], dim=2)[..., 0].sort(dim=2).values
+        points = origins.unsqueeze(2) + z.unsqueeze(-1) * dirs.unsqueeze(2)
+        sigma = G.sample_density(planes, points.reshape(b, -1, 3))["sigma"].reshape(b * m, -1)
+        _, trans = fast_render.interval_weights(sigma, z.reshape(b * m, -1))
+        zc = out["depths_coarse"][..., 0].reshape(b * m, n)
+        coarse_sigma = G.sample_density(planes, (origins.unsqueeze(2) + zc.reshape(b, m, n, 1)
+                                                 * dirs.unsqueeze(2)).reshape(b, -1, 3))["sigma"]
+        _, coarse_trans = fast_render.interval_weights(coarse_sigma.reshape(b * m, n), zc)
+        below = coarse_trans < tau
+        cut = zc.gather(1, below.float().argmax(dim=1, keepdim=True))
+        at_cut = (z.reshape(b * m, -1) < cut).sum(dim=1, keepdim=True)     # samples in front
+        t_cut = trans.gather(1, at_cut)
+        return torch.where(below.any(dim=1, keepdim=True), t_cut, torch.ones_like(t_cut)).reshape(b, m)
+
+
+def count_kept(monkeypatch):
+    kept = []
+    original = fast_render.fine_mask
+
+    def spy(*args):
+        keep = original(*args)
+        kept.append(None if keep is None else keep.float().mean().item())
+        return keep
+    monkeypatch.setattr(fast_render, "fine_mask", spy)
+    return kept
+
+
+def test_early_termination_error_within_the_stated_bound(tiny_generator, monkeypatch, one_thread):
+    """A dense field (sigma bias +8) makes rays opaque early: the fine samples behind the
+    surface are skipped and every feature stays within 2.004 * T(cut) of the reference."""
+    G = tiny_generator
+    G.cfg.neural_rendering_resolution = 24
+    with torch.no_grad():
+        G.decoder.net[2].bias[0] += 8
+    tau = 1e-2                                   # large, so the skip is visible in the error
+    G.fast_renderer.cfg.transmittance_cutoff = tau
+    G.fast_renderer.cfg.opacity_cutoff = 0
+    c = model.camera.orbit_label(0.2, 1.5)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(1, G.z_dim), c)
+        planes = G.planes(ws, noise_mode="const")
+    kept = count_kept(monkeypatch)
+    ref, fast = both(G, planes, ws, c, deterministic=True, superresolution=False)
+    assert kept[0] is not None and kept[0] < 0.95, kept
+    err = (ref["feature_image"] - fast["feature_image"]).abs().amax(dim=1).reshape(1, -1)
+    bound = SKIP_BOUND * merged_transmittance_at_cut(G, planes, c, tau)
+    assert err.max().item() > 1e-6                               # the skip changed something
+    assert (err <= bound + 1e-5).all(), (err - bound).max().item()
+    # the defaults keep the whole frame within the parity tolerance
+    G.fast_renderer.cfg = fast_render.FastRenderConfig()
+    assert_parity(*both(G, planes, ws, c, deterministic=True, superresolution=False))
+
+
+def test_empty_rays_skip_fine_samples_within_the_opacity_bound(tiny_generator, monkeypatch, one_thread):
+    G = tiny_generator
+    G.cfg.neural_rendering_resolution = 24
+    with torch.no_grad():
+        G.decoder.net[2].bias[0] -= 12            # nearly empty field
+    G.fast_renderer.cfg.opacity_cutoff = 1e-3
+    c = model.camera.orbit_label(0.2, 1.5)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(1, G.z_dim), c)
+        planes = G.planes(ws, noise_mode="const")
+    kept = count_kept(monkeypatch)
+    ref, fast = both(G, planes, ws, c, deterministic=True, superresolution=False)
+    assert kept[0] is not None and kept[0] < 0.5, kept
+    err = (ref["feature_image"] - fast["feature_image"]).abs().amax(dim=1)
+    bound = SKIP_BOUND * torch.maximum(ref["image_alpha"], fast["image_alpha"])[:, 0]
+    assert (err <= bound + 1e-6).all()
+    assert err.max().item() < RAW_TOL
+
+
+def test_fast_path_gradients_match_reference(tiny_generator, one_thread):
+    G = tiny_generator
+    G.cfg.neural_rendering_resolution = 16
+    c = model.camera.orbit_label(0.2, 1.5)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(1, G.z_dim), c)
+        planes0 = G.planes(ws, noise_mode="const")
+    grads = {}
+    for path in ("reference", "fast"):
+        planes = planes0.clone().requires_grad_(True)
+        G.zero_grad()
+        out = G.render(planes, ws, c, deterministic=True, superresolution=False, path=path)
+        (out["feature_image"].square().mean() + out["image_depth"].mean()).backward()
+        grads[path] = [planes.grad] + [p.grad.clone() for p in G.decoder.parameters()]
+    for ref, fast in zip(grads["reference"], grads["fast"]):
+        torch.testing.assert_close(fast, ref, rtol=1e-3, atol=1e-6)
+
+
+def test_auto_path_is_fast_for_inference_and_reference_under_autograd(tiny_generator, monkeypatch):
+    G = tiny_generator
+    calls = []
+    original = G.fast_renderer.render
+    monkeypatch.setattr(G.fast_renderer, "render", lambda *a, **k: calls.append(1) or original(*a, **k))
+    c = model.camera.orbit_label(0.0, 1.5)
+    ws = G.mapping(torch.randn(1, G.z_dim), c).detach()
+    planes = G.planes(ws).detach()
+    with torch.no_grad():
+        G.render(planes, ws, c, neural_rendering_resolution=8)
+    assert calls == [1]
+    G.render(planes, ws, c, neural_rendering_resolution=8)          # decoder params need grad
+    assert calls == [1]
+    with pytest.raises(ValueError, match="render path must be one of"):
+        G.render(planes, ws, c, path="quick")
+
+
+def test_planes_table_cached_until_planes_change(tiny_generator):
+    G = tiny_generator.requires_grad_(False)
+    c = model.camera.orbit_label(0.0, 1.5)
+    ws = G.mapping(torch.randn(1, G.z_dim), c)
+    planes = G.planes(ws, noise_mode="const")
+    r = G.cfg.rendering
+    first = G.fast_renderer.field(planes, G.decoder, r).table
+    assert G.fast_renderer.field(planes, G.decoder, r).table is first
+    a = G.render(planes, ws, c, deterministic=True, superresolution=False)["image_raw"]
+    planes.mul_(0.5)                                               # in place: version changes
+    assert G.fast_renderer.field(planes, G.decoder, r).table is not first
+    b = G.render(planes, ws, c, deterministic=True, superresolution=False)
+    ref = G.render(planes, ws, c, deterministic=True, superresolution=False, path="reference")
+    assert max_err(a, b["image_raw"]) > 1e-3
+    assert max_err(ref["image_raw"], b["image_raw"]) < RAW_TOL
+
+
+def test_preview_is_the_fast_render_at_preview_settings(tiny_generator):
+    G = tiny_generator.requires_grad_(False)
+    c = model.camera.orbit_label(0.3, 1.5)
+    ws = G.mapping(torch.randn(1, G.z_dim), c)
+    planes = G.planes(ws, noise_mode="const")
+    s = PreviewSettings(neural_resolution=16, depth_resolution=6, depth_resolution_importance=4)
+    out = render_preview(G, planes, ws, c, s)
+    assert out["image"].shape == (1, 3, G.img_resolution, G.img_resolution)
+    assert out["image_raw"].shape == (1, 3, 16, 16)
+    ref = G.render(planes, ws, c, neural_rendering_resolution=16, depth_resolution=6,
+                   depth_resolution_importance=4, deterministic=True, path="reference",
+                   superresolution=False)
+    assert max_err(ref["image_raw"], out["image_raw"]) < RAW_TOL
+    down = torch.nn.functional.avg_pool2d(out["image"], G.img_resolution // 16)
+    assert max_err(down, out["image_raw"]) < 0.1                   # an upsampled raw image
+    with_sr = render_preview(G, planes, ws, c, PreviewSettings(neural_resolution=16,
+                                                               superresolution=True))
+    assert with_sr["image"].shape == out["image"].shape
