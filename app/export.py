@@ -98,8 +98,8 @@ def parse_seeds(text: Union[str, int, Sequence[int]]) -> List[int]:
     return items
 
 
-def parse_grid(text: Union[str, Tuple[int, int], None]) -> Tuple[int, int]:
-    """'4x2' (or '4,2') -> (columns, rows) = (4, 2); None -> (1, 1)."""
+def parse_grid(text: Union[str, Tuple[int, int], None], max_cells: int = MAX_GRID_CELLS) -> Tuple[int, int]:
+    """'4x2' (or '4,2') -> (columns, rows) = (4, 2); None -> (1, 1). At most max_cells cells."""
     if text is None:
         return (1, 1)
     if isinstance(text, tuple):
@@ -111,8 +111,8 @@ def parse_grid(text: Union[str, Tuple[int, int], None]) -> Tuple[int, int]:
         cols, rows = int(match.group(1)), int(match.group(2))
     if cols < 1 or rows < 1:
         raise ExportError(f"grid must be at least 1x1, got {cols}x{rows}")
-    if cols * rows > MAX_GRID_CELLS:
-        raise ExportError(f"grid {cols}x{rows} has {cols * rows} cells; at most {MAX_GRID_CELLS} are supported")
+    if cols * rows > max_cells:
+        raise ExportError(f"grid {cols}x{rows} has {cols * rows} cells; at most {max_cells} are supported")
     return cols, rows
 
 

@@ -53,7 +53,7 @@ def parse_grid(text: str) -> Tuple[int, int]:
     from app.export import ExportError
     from app.export import parse_grid as parse
     try:
-        return parse(text)
+        return parse(text, max_cells=MAX_GRID_IMAGES)
     except ExportError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
