@@ -526,7 +526,7 @@ def test_malicious_or_mismatched_resume_leaves_no_run_folder(data32, tmp_path, c
     assert train.main(tiny(data32, out, f"--resume={snap}", "--resume-mode=finetune", "--cbase=8192",
                            "--kimg=0.004")) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "does not match" in err[0]
+    assert len(err) == 1 and "must match the snapshot" in err[0]
     assert _outdir_entries(out) == before
     assert train.main(tiny(data32, out, "--kimg=0.004")) == 0                    # the number did not move on
     assert _outdir_entries(out) == before + [before[0].replace("00000", "00001")]
