@@ -54,7 +54,7 @@ class LayersPanel(Panel):
                     imgui.table_next_column()
                     clicked, _ = imgui.selectable(name, name == lay.name, imgui.SelectableFlags_.span_all_columns)
                     if clicked:
-                        lay.name = None if name == lay.name else name
+                        lay.name = name
                     imgui.table_next_column()
                     imgui.text("x".join(str(v) for v in shape))
                     imgui.table_next_column()
