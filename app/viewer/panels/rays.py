@@ -11,8 +11,8 @@ from imgui_bundle import imgui, implot
 
 from .base import Panel, needs_latent, text_error
 
-PLOT_HEIGHT = 170
-RGB_NAMES = ("red", "green", "blue")
+PLOT_HEIGHT = 230
+RGB_NAMES = ("red", "green", "blue")      # each interval's weight x colour, [0, 1]
 
 
 def _mid(d: np.ndarray) -> np.ndarray:
@@ -63,29 +63,34 @@ class RayPanel(Panel):
     def _plot_density(t) -> None:
         if not implot.begin_plot("density and weights", imgui.ImVec2(-1, PLOT_HEIGHT)):
             return
-        implot.setup_axes("depth", "")
+        implot.setup_axes("depth", "weight", implot.AxisFlags_.auto_fit, implot.AxisFlags_.auto_fit)
+        implot.setup_axis(implot.ImAxis_.y2, "density", implot.AxisFlags_.aux_default | implot.AxisFlags_.auto_fit)
+        implot.setup_legend(implot.Location_.north_east, implot.LegendFlags_.outside | implot.LegendFlags_.horizontal)
         dc = _c(t["depths_coarse"])
         sigma = _c(t["sigma_coarse"])
-        implot.plot_line("coarse density softplus(sigma-1)", dc, _c(np.logaddexp(0.0, sigma - 1.0)))
+        implot.set_axes(implot.ImAxis_.x1, implot.ImAxis_.y2)
+        implot.plot_line("coarse density", dc, _c(np.logaddexp(0.0, sigma - 1.0)))   # softplus(sigma - 1)
+        implot.set_axes(implot.ImAxis_.x1, implot.ImAxis_.y1)
         if t["weights_coarse"] is not None:
             w = _c(t["weights_coarse"])
-            implot.plot_line("coarse weights", _c(_mid(dc)[:len(w)]), w)
-        implot.plot_line("weights (composited)", _mid(_c(t["depths"])), _c(t["weights"]))
+            implot.plot_line("coarse w", _c(_mid(dc)[:len(w)]), w)
+        implot.plot_line("weights", _mid(_c(t["depths"])), _c(t["weights"]))
         if t["depths_fine"] is not None:
             df = _c(t["depths_fine"])
-            implot.plot_scatter("importance samples", df, np.zeros_like(df))
-        implot.plot_inf_lines("reported depth", _c([t["depth"]]))
+            implot.plot_scatter("importance", df, np.zeros_like(df))
+        implot.plot_inf_lines("depth", _c([t["depth"]]))
         implot.end_plot()
 
     @staticmethod
     def _plot_colour(t) -> None:
         if not implot.begin_plot("colour and transmittance", imgui.ImVec2(-1, PLOT_HEIGHT)):
             return
-        implot.setup_axes("depth", "")
+        implot.setup_axes("depth", "", implot.AxisFlags_.auto_fit, implot.AxisFlags_.auto_fit)
+        implot.setup_legend(implot.Location_.north_east, implot.LegendFlags_.outside | implot.LegendFlags_.horizontal)
         mid = _mid(_c(t["depths"]))
         implot.plot_line("transmittance", mid, _c(t["transmittance"]))
         contribution = _c(t["contribution"])
         for k, name in enumerate(RGB_NAMES):
-            implot.plot_line(f"{name} contribution", mid, _c(contribution[:, k]))
-        implot.plot_inf_lines("reported depth", _c([t["depth"]]))
+            implot.plot_line(name, mid, _c(contribution[:, k]))
+        implot.plot_inf_lines("depth", _c([t["depth"]]))
         implot.end_plot()
