@@ -274,7 +274,6 @@ PCA_CACHE_SIZE = 8
 OVERLAY_POINTS = 96                 # points per drawn segment of a plane overlay
 FRUSTUM_COLOUR = (255, 255, 255)
 RAY_COLOUR = (255, 40, 200)
-BACKBONE_STAGES = ("mapping", "backbone", "planes")
 
 
 class PCACache:
