@@ -56,7 +56,8 @@ class RenderRequest:
 class Frame:
     """A finished render, as the viewport shows it."""
     serial: int
-    state: S.ViewerState           # the state as requested (before preview reduction)
+    state: S.ViewerState           # the state as requested (before preview reduction), less a layer
+                                   # or planes view the closed panels did not show
     options: RenderOptions = RenderOptions()
     rgb: Optional[np.ndarray] = None        # uint8 [H, W, 3]
     rgb_b: Optional[np.ndarray] = None      # the B image of the A/B split (cond = camera)
@@ -227,6 +228,8 @@ class _Renderer:
         timings["total"] = (time.perf_counter() - t0) * 1e3
         frame.rgb, frame.rgb_b, frame.timings, frame.planes_cached, frame.ws_cached = rgb, rgb_b, timings, hit, ws_hit
         frame.cache_hits, frame.cache_misses = self.cache.hits, self.cache.misses
+        if req.state.layers.name is not None or req.state.planes.show:
+            frame.state = req.state.copy(layer=None, planes_show=False)    # a capture records what it shows
         return frame
 
 

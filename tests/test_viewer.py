@@ -473,6 +473,7 @@ def test_inspection_panels_work_only_while_open(viewer, tiny_path):
     assert wait_for(viewer, lambda: viewer.frame.shows == "image" and not viewer.frame.options.layers)
     settle(viewer)
     assert viewer.frame.layer_table is None and not viewer.frame.planes_bypassed
+    assert viewer.frame.state.layers.name is None and st.layers.name is not None   # a capture records what it shows
     st.planes.show = True
     viewer.open_panels(["Tri-planes"])
     assert wait_for(viewer, lambda: viewer.frame.shows == "planes")
