@@ -580,7 +580,7 @@ class StateRenderer:
             rgb = S.planes_view(self.G, st, self.cache, self.pca, ws=ws)
         else:
             lay = st.layers
-            cap = S.capture_layer(self.G, st, ws)
+            cap = S.capture_layer(self.G, st, ws, self.cache)
             value_range, pca = lay.range, None
             if lay.mode == "channel" and value_range is None:
                 if self.layer_range is None:

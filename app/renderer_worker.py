@@ -165,8 +165,9 @@ class _Renderer:
         if options.layers:
             frame.layer_table = self.layer_table(state, ws)
             if state.layers.name is not None:
-                rgb = S.layer_view(self.G, state, self.pca, ws=ws)
-                frame.shows, frame.planes_bypassed = "layer", True
+                self.cache.enabled = options.cache_planes
+                rgb = S.layer_view(self.G, state, self.pca, ws=ws, planes_cache=self.cache)
+                frame.shows, frame.planes_bypassed = "layer", S.bypasses_planes_cache(state.layers.name)
         if rgb is None and options.planes and state.planes.show:
             rgb = S.planes_view(self.G, state, self.cache, self.pca, ws=ws)
             frame.shows = "planes"

@@ -81,8 +81,14 @@ def test_layer_view_is_the_hooked_channel_normalised(G):
                                   (pca.apply(torch.from_numpy(x)).numpy() * 255 + 0.5).astype(np.uint8))
     # A fixed range, and the decoder at one coarse sample.
     np.testing.assert_array_equal(S.layer_view(G, st.copy(layer_range=[-0.5, 0.5])), by_hand(x[3], -0.5, 0.5))
-    dec = S.layer_view(G, st.copy(layer="decoder", layer_channel=0, layer_sample=1))
+    dec_state = st.copy(layer="decoder", layer_channel=0, layer_sample=1)
+    dec = S.layer_view(G, dec_state)
     assert dec.shape == (32, 32, 3)
+    cache = S.PlanesCache()                   # a non-backbone layer reuses cached planes: same view
+    for _ in range(2):
+        np.testing.assert_array_equal(S.layer_view(G, dec_state, planes_cache=cache), dec)
+    assert (cache.misses, cache.hits) == (1, 1)
+    assert S.bypasses_planes_cache("backbone.synthesis.b32.conv1") and not S.bypasses_planes_cache("decoder")
 
 
 def test_planes_view_is_the_planes_side_by_side(G):

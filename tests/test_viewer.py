@@ -469,6 +469,9 @@ def test_inspection_panels_work_only_while_open(viewer, tiny_path):
     assert f.planes_bypassed and f.layer_table and f.rgb.shape == (32, 32, 3)
     np.testing.assert_array_equal(f.rgb, S.layer_view(viewer.model, f.state))
     assert image_region(viewer, viewer.read_framebuffer()).std() > 3
+    st.layers.name, st.layers.mode = "superresolution.block0.conv1", "grid"     # after the backbone: cached planes
+    assert wait_for(viewer, lambda: viewer.frame.state.layers.name == "superresolution.block0.conv1")
+    assert not viewer.frame.planes_bypassed and viewer.frame.shows == "layer"
     viewer.open_panels(["Render"])                 # closed: the plain render, no table, no hooks
     assert wait_for(viewer, lambda: viewer.frame.shows == "image" and not viewer.frame.options.layers)
     settle(viewer)

@@ -297,15 +297,16 @@ class PCACache:
         return self._fits[key]
 
 
-def layer_stage(name: str) -> str:
-    from model.introspect import _stage
-    return _stage(name)
+def bypasses_planes_cache(name: str) -> bool:
+    """A backbone layer's hook must see the backbone run: its capture recomputes the planes."""
+    return name.startswith("backbone.")
 
 
-def capture_layer(G, state: ViewerState, ws: Optional[torch.Tensor] = None) -> Dict[str, Any]:
-    """Render the state once with a hook on `state.layers.name` (planes recomputed: the hook
-    must see the backbone run). Returns {'image': [C, H, W] float32 (model.introspect.layer_image),
-    'tensor': the hooked tensor, 'out': the render, 'ws': ws}."""
+def capture_layer(G, state: ViewerState, ws: Optional[torch.Tensor] = None,
+                  planes_cache: Optional[PlanesCache] = None) -> Dict[str, Any]:
+    """Render the state once with a hook on `state.layers.name` (a backbone layer recomputes the
+    planes; the others reuse `planes_cache`). Returns {'image': [C, H, W] float32
+    (model.introspect.layer_image), 'tensor': the hooked tensor, 'out': the render, 'ws': ws}."""
     from model import introspect
     name = state.layers.name
     if name is None:
@@ -316,10 +317,13 @@ def capture_layer(G, state: ViewerState, ws: Optional[torch.Tensor] = None) -> D
     if ws is None:
         ws = compute_ws(G, state)
     settings = render_settings(G, state)
-    stage = layer_stage(name)
-    layers, out = introspect.capture_layers(G, ws, camera_label(state, G), names=[name],
-                                            noise_mode=state.render.noise_mode,
-                                            superresolution=stage == "superres", **settings)
+    noise = state.render.noise_mode
+    planes = None
+    if planes_cache is not None and not bypasses_planes_cache(name):
+        planes = planes_cache.get(G, ws, noise)
+    sr = name == "image" or name.startswith("superresolution.")
+    layers, out = introspect.capture_layers(G, ws, camera_label(state, G), names=[name], noise_mode=noise,
+                                            planes=planes, superresolution=sr, **settings)
     sample = state.layers.sample if name == "decoder" else None
     image = introspect.layer_image(name, layers[name], resolution=settings["neural_rendering_resolution"],
                                    sample_index=sample)
@@ -327,12 +331,12 @@ def capture_layer(G, state: ViewerState, ws: Optional[torch.Tensor] = None) -> D
 
 
 def layer_view(G, state: ViewerState, pca_cache: Optional[PCACache] = None,
-               ws: Optional[torch.Tensor] = None) -> np.ndarray:
+               ws: Optional[torch.Tensor] = None, planes_cache: Optional[PlanesCache] = None) -> np.ndarray:
     """The state's layer as the viewport shows it, uint8 [H, W, 3] (see `app.state.display`)."""
     from .display import inspect_rgb
     from model.introspect import PCAProjection
     lay = state.layers
-    cap = capture_layer(G, state, ws)
+    cap = capture_layer(G, state, ws, planes_cache)
     pca = None
     if lay.mode == "pca":
         key = (id(G), lay.name, lay.sample, state.latent.key())

@@ -1,8 +1,9 @@
 """Layers panel: the generator's layers in forward order (name, output shape, dtype); the one
 selected is shown in the viewport as one channel, PCA to RGB, or a grid of channels.
 
-The render process hooks the layer only while this panel is open and a layer is selected; the
-capture recomputes the planes (the hooks must see the backbone run), and the panel says so.
+The render process hooks the layer only while this panel is open and a layer is selected; a
+backbone layer's capture recomputes the planes (its hook must see the backbone run), and the
+panel says so.
 """
 from __future__ import annotations
 
@@ -101,6 +102,6 @@ class LayersPanel(Panel):
                 lay.sample = max(0, min(int(k), n - 1))
             help_marker("The decoder's output (raw sigma, then the features) at one coarse sample of every ray.")
         if frame is not None and frame.planes_bypassed:
-            imgui.text_colored(imgui.ImVec4(*WARN_COLOUR), "plane cache bypassed while a layer is shown")
+            imgui.text_colored(imgui.ImVec4(*WARN_COLOUR), "plane cache bypassed while a backbone layer is shown")
         if frame is not None and frame.inspect_error:
             text_error(frame.inspect_error)
