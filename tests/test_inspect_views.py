@@ -228,3 +228,25 @@ def test_model_info_carries_filled_defaults(fixture_dir, G):
     info = ModelInfo.of(official, "tiny128.pkl")
     assert info.filled_defaults == tuple(official.cfg.filled_defaults) and info.plane_axes == "official"
     assert ModelInfo.of(G, "tiny.safetensors").filled_defaults is None
+
+
+def test_turntable_of_a_layer_keeps_the_first_frame_range(G, tmp_path):
+    from PIL import Image
+    ckpt = tmp_path / "tiny.safetensors"
+    model.save(ckpt, G)
+    out = tmp_path / "frames"
+    assert cli.main(["turntable", "--network", str(ckpt), "--seeds", "2", "--nrr", "16", "--sample-mult", "0.25",
+                     "--frames", "2", "--render", "layer:decoder:0", "--png-frames", "--out", str(out), "--quiet"]) == 0
+    frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(out.glob("*.png"))]
+    assert len(frames) == 2 and frames[0].shape == (16, 16, 3) and (frames[0] != frames[1]).any()
+    G2 = S.load_model(ckpt)
+    from app.export import camera_path
+    yaws, pitches = camera_path("360", 2)
+    images = []
+    for f in range(2):
+        st = S.ViewerState(seed=2, neural_res=16, depth_mult=0.25, importance_mult=0.25,
+                           yaw=float(yaws[f]), pitch=float(pitches[f])).copy(layer="decoder")
+        images.append(S.capture_layer(G2, st)["image"][0].numpy())
+    lo, hi = np.percentile(images[0].astype(np.float64), [1.0, 99.0])
+    for f in range(2):                         # one range, measured on the first frame
+        np.testing.assert_array_equal(frames[f], by_hand(images[f], lo, hi))
