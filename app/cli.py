@@ -115,13 +115,28 @@ def _common_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _view_parser(default_sample_mult: Optional[float]) -> argparse.ArgumentParser:
+def parse_render(text: str) -> str:
+    """--render: a render type, 'planes', or 'layer:NAME[:CHANNEL]' (checked against the model later)."""
     from app.state import RENDER_TYPES
+    if text in RENDER_TYPES or text == "planes":
+        return text
+    parts = text.split(":")
+    if parts[0] == "layer" and len(parts) in (2, 3) and parts[1]:
+        if len(parts) == 3 and not (parts[2].isdigit() and int(parts[2]) <= 4095):
+            raise argparse.ArgumentTypeError(f"{text!r}: the channel must be an integer 0..4095")
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: one of {', '.join(RENDER_TYPES)}, planes, or layer:NAME[:CHANNEL]")
+
+
+def _view_parser(default_sample_mult: Optional[float]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("rendering")
-    g.add_argument("--render", choices=RENDER_TYPES,
+    g.add_argument("--render", type=parse_render, metavar="WHAT",
                    help="what to show: final (super-resolved image), raw (neural render), depth, alpha, "
-                        "feature (one channel, --feature-channel) (default final)")
+                        "feature (one channel, --feature-channel), planes (the tri-planes side by side, "
+                        "one channel: --feature-channel), layer:NAME[:CHANNEL] (a generator layer's channel, "
+                        "Turbo over its robust range from the first frame; names: the viewer's Layers panel "
+                        "or model.introspect.layer_names) (default final)")
     g.add_argument("--feature-channel", type=bounded_int(0, 4095), metavar="C")
     g.add_argument("--nrr", "--neural-res", dest="nrr", type=bounded_int(4, MAX_NEURAL_RES), metavar="R",
                    help=f"neural rendering resolution override, 4..{MAX_NEURAL_RES}")
@@ -250,6 +265,18 @@ def build_state(args, view: bool = True):
     if (args.cond_yaw is not None or args.cond_pitch is not None) and args.cond is None:
         changes["cond_mode"] = "custom"
     if view:
+        render = getattr(args, "render", None)
+        if render == "planes":
+            changes["planes_show"] = True
+            if args.feature_channel is not None:
+                changes["planes_channel"] = args.feature_channel
+            args.render = None
+        elif render is not None and render.startswith("layer:"):
+            parts = render.split(":")
+            changes.update(layer=parts[1], layer_mode="channel")
+            if len(parts) == 3:
+                changes["layer_channel"] = int(parts[2])
+            args.render = None
         for flag, field in (("render", "render_type"), ("feature_channel", "feature_channel"),
                             ("nrr", "neural_res"), ("yaw", "yaw"), ("pitch", "pitch"), ("radius", "radius"),
                             ("fov", "fov"), ("pivot", "pivot"), ("depth_range", "depth_range")):
@@ -267,7 +294,12 @@ def build_state(args, view: bool = True):
         if args.stochastic:
             changes["deterministic"] = False
     st = st.copy(**changes)
-    st.validate()
+    try:
+        st.validate()
+    except ValueError as exc:
+        if "layers.name" in str(exc):
+            raise ValueError(f"--render {render}: {exc}") from None
+        raise
     return st
 
 
@@ -336,6 +368,16 @@ def _run(args) -> List[Path]:
     if view and args.feature_channel is not None and channels is not None and args.feature_channel >= channels:
         raise ValueError(f"--feature-channel {args.feature_channel}: the model has {channels} feature channels "
                          f"(0..{channels - 1})")
+    if view and state.layers.name is not None:
+        from model.introspect import layer_names
+        if not getattr(G, "has_latent", False):
+            raise ValueError(f"--render layer:{state.layers.name}: a fitted scene has no generator layers")
+        names = layer_names(G)
+        if state.layers.name not in names:
+            raise ValueError(f"--render layer:{state.layers.name}: no such layer; the model has "
+                             f"{', '.join(names)}")
+    if view and state.planes.show and not getattr(G, "has_latent", False):
+        raise ValueError("--render planes: a fitted scene has no tri-planes of a generator")
     out = Path(args.out)
     if args.command in ("turntable", "interpolate") and args.png_frames and out.suffix.lower() in E.VIDEO_SUFFIXES:
         raise E.ExportError(f"--png-frames writes a folder of PNGs; give a folder name, not {out.name!r}")

@@ -533,7 +533,17 @@ def posed_state(st: S.ViewerState, dyaw: float, dpitch: float) -> S.ViewerState:
     return st.copy(yaw=float(st.yaw + dyaw), pitch=float(st.pitch + dpitch))
 
 
+def inspects(st: S.ViewerState) -> Optional[str]:
+    """'layer' / 'planes' when the state shows an inspection view (`--render layer:NAME`,
+    `--render planes`), else None."""
+    return "layer" if st.layers.name is not None else "planes" if st.planes.show else None
+
+
 def native_size(G, st: S.ViewerState) -> int:
+    if inspects(st) == "planes":
+        return int(G.cfg.backbone.resolution)
+    if inspects(st) == "layer":
+        return int(G.img_resolution)         # an upper bound for the size checks
     if st.render_type == "final":
         return int(G.img_resolution)
     return int(st.neural_res or G.neural_rendering_resolution)
@@ -560,6 +570,32 @@ class StateRenderer:
         self.cache = S.PlanesCache(capacity=max(1, cache_size))
         self.depth_range: Optional[List[float]] = None
         self.feature_range: Optional[List[float]] = None
+        self.layer_range: Optional[List[float]] = None      # one channel's range, from the first frame
+        self.pca = S.PCACache()
+
+    def _inspect(self, st: S.ViewerState, ws: Optional[torch.Tensor]) -> np.ndarray:
+        """A layer or planes view; the channel range (one channel) and the PCA (per latent) are
+        fixed by the first frame, so videos do not flicker. --size sets the height."""
+        if inspects(st) == "planes":
+            rgb = S.planes_view(self.G, st, self.cache, self.pca, ws=ws)
+        else:
+            lay = st.layers
+            cap = S.capture_layer(self.G, st, ws, self.cache)
+            value_range, pca = lay.range, None
+            if lay.mode == "channel" and value_range is None:
+                if self.layer_range is None:
+                    ch = min(lay.channel, cap["image"].shape[0] - 1)
+                    self.layer_range = list(S.robust_range(cap["image"][ch]))
+                value_range = self.layer_range
+            if lay.mode == "pca":
+                from model.introspect import PCAProjection
+                pca = self.pca.get((lay.name, lay.sample, st.latent.key()), lambda: PCAProjection.fit(cap["image"]))
+            rgb = S.inspect_rgb(cap["image"], lay.mode, lay.channel, lay.grid, value_range, pca)
+        if self.size is not None and rgb.shape[0] != self.size:
+            from PIL import Image
+            w = max(1, round(rgb.shape[1] * self.size / rgb.shape[0]))
+            rgb = np.asarray(Image.fromarray(rgb).resize((w, self.size), Image.NEAREST))
+        return rgb
 
     def _needs_depth(self, st: S.ViewerState) -> bool:
         return st.render_type == "depth" or self.depth_side
@@ -569,6 +605,8 @@ class StateRenderer:
         """Views of the states -> [N, H, W(*2), 3] uint8. ws[i] (optional) overrides state i's
         latent; cache=False skips the planes cache (latent walks: every frame is new)."""
         ws = list(ws) if ws is not None else [None] * len(states)
+        if any(inspects(st) for st in states):
+            return np.stack([self._inspect(st, w) for st, w in zip(states, ws)])
         outs = [S.render_state(self.G, st, self.cache if cache else None, ws=w) for st, w in zip(states, ws)]
         if self.depth_range is None and any(self._needs_depth(st) and st.depth_range is None for st in states):
             self.depth_range = list(S.robust_range([o["image_depth"] for o in outs],
@@ -590,6 +628,50 @@ class StateRenderer:
                 rgb = np.concatenate([rgb, depth], axis=1)
             cells.append(rgb)
         return np.stack(cells)
+
+
+def free_stem(stem: str) -> str:
+    """stem_000, stem_001, ...: the first whose files (any suffix) do not exist yet."""
+    import glob
+    i = 0
+    while glob.glob(glob.escape(f"{stem}_{i:03d}") + "*"):
+        i += 1
+    return f"{stem}_{i:03d}"
+
+
+def export_planes(G, stem: PathLike, state: Optional[S.ViewerState] = None, overwrite: bool = False,
+                  protect: Sequence[Optional[PathLike]] = ()) -> List[Path]:
+    """The state's tri-planes: STEM_<label>.png for each plane (as the Tri-planes view colours
+    it, overlays included) and STEM.npy, the raw tensor [3, C, H, W] float32 (noise mode of the
+    state). Every path is checked by the overwrite rule before anything is written."""
+    from model.introspect import plane_labels
+    st = (state or S.ViewerState()).copy(planes_show=True)
+    st.validate()
+    stem = Path(stem)
+    labels = plane_labels(G.cfg.rendering.plane_axes)
+    pngs = [stem.with_name(f"{stem.name}_{lab}.png") for lab in labels]
+    npy = stem.with_name(stem.name + ".npy")
+    for p in pngs:
+        check_output(p, overwrite, protect)
+    check_replace(npy, overwrite, lambda _p: False, protect=[p for p in protect if p], what="output")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        ws = S.compute_ws(G, st)
+        planes = G.planes(ws, noise_mode=st.render.noise_mode)
+    rgb = S.planes_view(G, st, None, None, ws=ws)
+    h, w = planes.shape[-2:]
+    meta = dict(render="planes", seed=st.latent.seed, plane_axes=G.cfg.rendering.plane_axes)
+    for k, p in enumerate(pngs):
+        x0 = k * (w + S.display.PLANES_GAP)
+        save_png(rgb[:, x0:x0 + w], p, metadata=dict(meta, plane=labels[k]), extra_text=S.png_state_text(st))
+    raw = planes[0].detach().float().cpu().numpy()
+    from model.output import atomic_write
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.save(f, raw)
+    atomic_write(npy, write)
+    return pngs + [npy]
 
 
 def layout_grid(cells: np.ndarray, grid: Tuple[int, int]) -> np.ndarray:
@@ -641,6 +723,8 @@ def _frame_dims(G, st: S.ViewerState, grid: Tuple[int, int], size: Optional[int]
                 views: int = 1) -> Tuple[int, int]:
     """(width, height) of one output frame / image, known before rendering."""
     cell = size or native_size(G, st)
+    if inspects(st) == "planes":             # three planes side by side
+        return grid[0] * (3 * cell + 2 * S.display.PLANES_GAP) * views, grid[1] * cell
     return grid[0] * cell * views * (2 if depth_side and st.render_type != "depth" else 1), grid[1] * cell
 
 

@@ -39,6 +39,9 @@ class RenderOptions:
     split_ab: bool = False         # also render with conditioning = camera (the A/B debugger)
     sensitivity: bool = False      # measure the conditioning sensitivity after the frame
     cache_planes: bool = True
+    layers: bool = False           # the Layers panel is open: show state.layers, send the layer table
+    planes: bool = False           # the Tri-planes panel is open: show state.planes when `show`
+    rays: bool = False             # the Ray inspector is open: trace state.ray.pixel
 
 
 @dataclass
@@ -53,7 +56,8 @@ class RenderRequest:
 class Frame:
     """A finished render, as the viewport shows it."""
     serial: int
-    state: S.ViewerState           # the state as requested (before preview reduction)
+    state: S.ViewerState           # the state as requested (before preview reduction), less a layer
+                                   # or planes view the closed panels did not show
     options: RenderOptions = RenderOptions()
     rgb: Optional[np.ndarray] = None        # uint8 [H, W, 3]
     rgb_b: Optional[np.ndarray] = None      # the B image of the A/B split (cond = camera)
@@ -66,6 +70,11 @@ class Frame:
     error: Optional[str] = None
     model_serial: int = 0
     finished_at: float = 0.0
+    shows: str = "image"           # what rgb is: 'image' (the render type), 'layer' or 'planes'
+    planes_bypassed: bool = False  # a layer capture recomputed the planes (hooks see the backbone)
+    layer_table: Optional[list] = None      # [(name, stage, shape, dtype)] while the Layers panel is open
+    trace: Optional[Dict] = None            # app.state.trace_ray's result while the Ray inspector is open
+    inspect_error: Optional[str] = None     # a layer / planes / ray failure (the image still shows)
 
 
 def preview_factor(full_ms: float, target_ms: float = PREVIEW_TARGET_MS) -> int:
@@ -128,11 +137,43 @@ class _Renderer:
         self.G = None
         self.cache = S.PlanesCache(capacity=6)
         self.ws_cache: Dict[tuple, torch.Tensor] = {}
+        self.pca = S.PCACache()
+        self.tables: Dict[tuple, list] = {}
 
     def set_model(self, G) -> None:
         self.G = G
         self.cache.clear()
         self.ws_cache.clear()
+        self.pca.clear()
+        self.tables.clear()
+
+    def layer_table(self, state: S.ViewerState, ws: torch.Tensor) -> list:
+        """The Layers panel's table for the render settings (one hooked forward pass each)."""
+        from model.introspect import list_layers
+        settings = S.render_settings(self.G, state)
+        key = tuple(sorted(settings.items()))
+        if key not in self.tables:
+            info = list_layers(self.G, ws, S.camera_label(state, self.G), **settings)
+            self.tables[key] = [(i.name, i.stage, tuple(i.shape), i.dtype) for i in info]
+        return self.tables[key]
+
+    def inspect(self, state: S.ViewerState, options: RenderOptions, frame: "Frame") -> Optional[np.ndarray]:
+        """The inspection panels' part of a frame: the layer or planes view (returned, shown
+        instead of the render), the layer table and the ray trace (set on the frame)."""
+        rgb = None
+        ws, _, _ = self.ws(state)
+        if options.layers:
+            frame.layer_table = self.layer_table(state, ws)
+            if state.layers.name is not None:
+                self.cache.enabled = options.cache_planes
+                rgb = S.layer_view(self.G, state, self.pca, ws=ws, planes_cache=self.cache)
+                frame.shows, frame.planes_bypassed = "layer", S.bypasses_planes_cache(state.layers.name)
+        if rgb is None and options.planes and state.planes.show:
+            rgb = S.planes_view(self.G, state, self.cache, self.pca, ws=ws)
+            frame.shows = "planes"
+        if options.rays and state.ray.pixel is not None:
+            frame.trace = S.trace_ray(self.G, state, self.cache, ws=ws)
+        return rgb
 
     def ws(self, state: S.ViewerState) -> Tuple[torch.Tensor, float, bool]:
         t0 = time.perf_counter()
@@ -165,6 +206,19 @@ class _Renderer:
         state = preview_state(req.state, self.G, req.preview) if req.preview else req.state
         timings: Dict[str, float] = {}
         t0 = time.perf_counter()
+        frame = Frame(serial=req.serial, state=req.state, options=req.options, preview=bool(req.preview))
+        o = req.options
+        if self.G.has_latent and (o.layers or o.planes or o.rays):
+            try:
+                frame.rgb = self.inspect(state, o, frame)
+            except Exception as exc:  # noqa: BLE001 - shown by the panel; the render goes on
+                frame.inspect_error, frame.shows = f"{type(exc).__name__}: {exc}", "image"
+            if frame.rgb is not None:
+                ws_hit = self.ws(state)[2]
+                timings["total"] = (time.perf_counter() - t0) * 1e3
+                frame.timings, frame.ws_cached = timings, ws_hit
+                frame.cache_hits, frame.cache_misses = self.cache.hits, self.cache.misses
+                return frame
         rgb_b = None
         if req.options.split_ab:
             a, b = ab_states(state)
@@ -173,9 +227,11 @@ class _Renderer:
         else:
             rgb, ws_hit, hit = self.render_one(state, req.options, timings)
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return Frame(serial=req.serial, state=req.state, options=req.options, rgb=rgb, rgb_b=rgb_b,
-                     preview=bool(req.preview), timings=timings, planes_cached=hit, ws_cached=ws_hit,
-                     cache_hits=self.cache.hits, cache_misses=self.cache.misses)
+        frame.rgb, frame.rgb_b, frame.timings, frame.planes_cached, frame.ws_cached = rgb, rgb_b, timings, hit, ws_hit
+        frame.cache_hits, frame.cache_misses = self.cache.hits, self.cache.misses
+        if req.state.layers.name is not None or req.state.planes.show:
+            frame.state = req.state.copy(layer=None, planes_show=False)    # a capture records what it shows
+        return frame
 
 
 def _serve(requests, results, nice: int, threads: Optional[int]) -> None:

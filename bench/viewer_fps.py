@@ -15,6 +15,12 @@ process with torch's default threads at the UI's priority, and this viewer (a re
 with all cores but one, at niceness +10). Prints UI FPS, the slowest UI frame, render FPS, and
 the ratio of this viewer's UI FPS to the UI alone (1.0 = rendering costs the UI nothing).
 
+Inspection part (`--inspect`): the render process's own `render()` for a moving camera with the
+Layers / Tri-planes / Ray inspector panels closed, against its bare render path (`render_one`:
+ws and planes caches, render_state, to_display_rgb; what `render()` did before those panels
+existed), interleaved; ratio 1.0 = the
+closed panels cost nothing. Also the rate with the Ray inspector tracing one pixel.
+
 Render part: what the worker does for one request at the native resolution, the final image
 for a new yaw: "cached" reuses ws and planes (the camera moves), "uncached" recomputes mapping
 and planes (a new seed each frame); CPU and, when present, CUDA.
@@ -134,6 +140,32 @@ def measure_ui(model_path: str, nice: int, seconds: float, threads, render: bool
     return dict(ui_fps=frames / elapsed, worst_ms=worst * 1e3, render_fps=renders / elapsed, render_ms=ms)
 
 
+def measure_inspect(G, seconds: float, rounds: int = 3) -> dict:
+    """Frames per second (median frame) of: the bare cached render path, the render process's
+    `render()` with the inspection panels closed, and with the Ray inspector tracing a pixel."""
+    from app.renderer_worker import RenderOptions, RenderRequest, _Renderer
+    r = _Renderer()
+    r.set_model(G)
+    base = S.ViewerState(seed=0)
+    traced = base.copy(ray_pixel=[0.5, 0.5])
+    runs = {"bare": lambda s: r.render_one(s, RenderOptions(), {}),
+            "closed": lambda s: r.render(RenderRequest(s, RenderOptions())),
+            "ray": lambda s: r.render(RenderRequest(traced.copy(yaw=s.camera.yaw), RenderOptions(rays=True)))}
+    times = {k: [] for k in runs}
+    for k, fn in runs.items():                           # warm-up (caches, allocator)
+        fn(base)
+    for _ in range(rounds):                              # interleaved: the load drifts
+        for k, fn in runs.items():
+            t0 = time.perf_counter()
+            i = 0
+            while time.perf_counter() - t0 < seconds / rounds or i < 2:
+                f0 = time.perf_counter()
+                fn(base.copy(yaw=(i * 3.0) % 60 - 30))
+                times[k].append(time.perf_counter() - f0)
+                i += 1
+    return {k: 1.0 / sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--network", default=str(DEFAULT_MODEL_PATH),
@@ -148,6 +180,9 @@ def main(argv=None) -> int:
                    help="torch CPU threads (default: as the viewer, all cores but one)")
     p.add_argument("--skip-ui", action="store_true", help="only the render path, no window")
     p.add_argument("--skip-render", action="store_true", help="only the UI measurement")
+    p.add_argument("--inspect", action="store_true",
+                   help="only the inspection part: the render process with the inspection panels closed vs "
+                        "the bare render path")
     args = p.parse_args(argv)
 
     if args.preset:
@@ -166,6 +201,17 @@ def main(argv=None) -> int:
     print(f"model: {name}: {G0.img_resolution} px output, {G0.neural_rendering_resolution} px neural "
           f"render, {G0.cfg.rendering.depth_resolution}+{G0.cfg.rendering.depth_resolution_importance} "
           f"samples/ray; torch {torch.__version__}; {cores} CPU cores, load {os.getloadavg()[0]:.1f}")
+
+    if args.inspect:
+        torch.set_num_threads(args.threads or max(1, min(torch.get_num_threads(), cores - 1)))
+        with torch.no_grad():
+            fps = measure_inspect(G0, args.seconds)
+        print(f"inspect bare render path        : {fps['bare']:8.2f} FPS (median frame)")
+        print(f"inspect worker, panels closed   : {fps['closed']:8.2f} FPS")
+        print(f"inspect worker, ray inspector on: {fps['ray']:8.2f} FPS")
+        print(f"inspect ratio panels closed / bare: {fps['closed'] / fps['bare']:.3f}x "
+              f"(load {os.getloadavg()[0]:.1f})")
+        return 0
 
     if not args.skip_ui:
         keep = args.threads or max(1, cores - 1)

@@ -99,11 +99,13 @@ def _hooks(points: Dict[str, nn.Module], store: Dict[str, torch.Tensor]):
 
 
 def capture_layers(G, ws: torch.Tensor, c: torch.Tensor, names: Optional[Iterable[str]] = None,
-                   noise_mode: str = "const", **render_kwargs) -> Tuple[Dict[str, torch.Tensor], Dict]:
+                   noise_mode: str = "const", planes: Optional[torch.Tensor] = None,
+                   **render_kwargs) -> Tuple[Dict[str, torch.Tensor], Dict]:
     """Run planes + render once with hooks on the wanted layers (all when names is None).
 
     ws [B, num_ws, w_dim], c [B, 25]. Returns ({layer name: tensor}, the render output). The
-    render uses the reference path, whose modules the hooks see.
+    render uses the reference path, whose modules the hooks see. `planes` [B, 3, C, H, W] (e.g.
+    a cache's, for these ws) skips the backbone when no backbone layer is wanted.
     """
     wanted = set(layer_names(G) if names is None else names)
     unknown = wanted - set(layer_names(G))
@@ -114,7 +116,8 @@ def capture_layers(G, ws: torch.Tensor, c: torch.Tensor, names: Optional[Iterabl
     with torch.no_grad(), _hooks(points, store):
         if "mapping" in wanted:
             store["mapping"] = ws.detach()
-        planes = G.planes(ws, noise_mode=noise_mode)
+        if planes is None or any(_stage(n) == "backbone" for n in wanted):
+            planes = G.planes(ws, noise_mode=noise_mode)
         out = G.render(planes, ws, c, **render_kwargs)
     extra = {"planes": planes, "feature_image": out["feature_image"], "image": out.get("image")}
     store.update({k: v for k, v in extra.items() if k in wanted and v is not None})

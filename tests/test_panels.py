@@ -59,12 +59,33 @@ class Recorder:
 
 def fake_context(G, recorder):
     state = S.ViewerState(seed=5, yaw=10.0, cond_mode="custom", mix_enabled=True, mix_layers=[1, 2],
-                          interp_enabled=True)
+                          interp_enabled=True, layer="decoder")
     ctx = ViewerContext(state=state, settings=ViewerSettings(split_ab=True, sensitivity=True),
                         actions=recorder.actions(), tasks=TaskBoard())
     ctx.model, ctx.info = G, ModelInfo.of(G, "tiny.safetensors")
     ctx.sensitivity = {"yaw": 1.0, "pitch": 2.0, "camera": 3.0, "delta_deg": 10.0}
+    ctx.frame = inspection_frame(G, state)
     return ctx
+
+
+_FRAMES = {}
+
+
+def inspection_frame(G, state):
+    """A frame as the render process sends it with the inspection panels open: the layer table
+    and a ray trace (computed once per module)."""
+    from app.renderer_worker import Frame, RenderOptions
+    if id(G) not in _FRAMES:
+        from model.introspect import list_layers
+        small = state.copy(neural_res=16, depth_mult=0.25, importance_mult=0.25, ray_pixel=[0.5, 0.5])
+        with torch.no_grad():
+            ws = S.compute_ws(G, small)
+            table = [(i.name, i.stage, i.shape, i.dtype)
+                     for i in list_layers(G, ws, S.camera_label(small, G), **S.render_settings(G, small))]
+            _FRAMES[id(G)] = (table, S.trace_ray(G, small))
+    table, trace = _FRAMES[id(G)]
+    return Frame(serial=1, state=state.copy(ray_pixel=[0.5, 0.5]), options=RenderOptions(layers=True, rays=True),
+                 layer_table=table, trace=trace)
 
 
 def draw_frame(panel, ctx):
@@ -131,7 +152,9 @@ def test_panel_availability_follows_the_model(G):
     assert "Latent" not in titles and "Style mixing" not in titles and "Conditioning pose" not in titles
     assert {"Camera", "Render", "Mesh export", "Turntable export", "Model"} <= titles
     assert all(p.available(G) and p.available(None) for p in make_panels())
-    assert {p.section for p in make_panels()} == {None, "latent", "camera", "conditioning", "render"}
+    assert {p.section for p in make_panels()} == {None, "latent", "camera", "conditioning", "render", "layers",
+                                                  "planes", "ray"}
+    assert "Layers" not in titles and "Tri-planes" not in titles and "Ray inspector" not in titles
 
 
 def test_export_panels_validate_their_forms_and_start_one_task(gui, G):

@@ -52,7 +52,7 @@ def test_json_round_trip_is_exact_and_grouped():
         assert back.to_json() == text
         data = json.loads(text)
         assert data["version"] == S.STATE_VERSION == 2
-        assert set(data) == {"version", "latent", "camera", "conditioning", "render"}
+        assert set(data) == {"version", "latent", "camera", "conditioning", "render", "layers", "planes", "ray"}
     d = json.loads(_busy_state().to_json())
     assert d["latent"]["mix_layers"] == [2, 3, 9] and d["camera"]["yaw"] == -23.4567
     assert d["conditioning"] == {"mode": "custom", "yaw": 7.77, "pitch": -3.3}

@@ -452,6 +452,55 @@ def test_every_panel_section_draws(viewer, tmp_path):
     settle(viewer)
 
 
+def test_inspection_panels_work_only_while_open(viewer, tiny_path):
+    """Layers / Tri-planes / Ray inspector: the render process captures, shows and traces only
+    while the panel is open; a click on the image picks the ray."""
+    if viewer.ctx.info is None or viewer.ctx.info.path != tiny_path:
+        viewer.open_model(tiny_path)
+        assert wait_for(viewer, lambda: viewer.ctx.info is not None and viewer.ctx.info.path == tiny_path
+                        and viewer.frame is not None)
+    st = viewer.state
+    st.render.neural_res, st.render.type = 32, "raw"
+    st.layers.name = "backbone.synthesis.b32.conv1"
+    viewer.open_panels(["Layers"])
+    assert wait_for(viewer, lambda: viewer.frame is not None and viewer.frame.shows == "layer")
+    settle(viewer)
+    f = viewer.frame
+    assert f.planes_bypassed and f.layer_table and f.rgb.shape == (32, 32, 3)
+    np.testing.assert_array_equal(f.rgb, S.layer_view(viewer.model, f.state))
+    assert image_region(viewer, viewer.read_framebuffer()).std() > 3
+    st.layers.name, st.layers.mode = "superresolution.block0.conv1", "grid"     # after the backbone: cached planes
+    assert wait_for(viewer, lambda: viewer.frame.state.layers.name == "superresolution.block0.conv1")
+    assert not viewer.frame.planes_bypassed and viewer.frame.shows == "layer"
+    viewer.open_panels(["Render"])                 # closed: the plain render, no table, no hooks
+    assert wait_for(viewer, lambda: viewer.frame.shows == "image" and not viewer.frame.options.layers)
+    settle(viewer)
+    assert viewer.frame.layer_table is None and not viewer.frame.planes_bypassed
+    assert viewer.frame.state.layers.name is None and st.layers.name is not None   # a capture records what it shows
+    st.planes.show = True
+    viewer.open_panels(["Tri-planes"])
+    assert wait_for(viewer, lambda: viewer.frame.shows == "planes")
+    settle(viewer)
+    assert viewer.frame.rgb.shape[1] > 2 * viewer.frame.rgb.shape[0]
+    st.planes.show, st.layers.name = False, None
+    viewer.open_panels(["Ray inspector"])
+    assert wait_for(viewer, lambda: viewer.frame.shows == "image" and viewer.frame.options.rays)
+    settle(viewer)
+    x, y, w, h = viewer.viewport.image_rect
+    viewer.on_cursor_pos(viewer.window, x + 0.25 * w, y + 0.75 * h)
+    viewer.on_mouse_button(viewer.window, 0, viewer.glfw.PRESS, 0)
+    viewer.on_mouse_button(viewer.window, 0, viewer.glfw.RELEASE, 0)
+    assert wait_for(viewer, lambda: viewer.frame.trace is not None)
+    settle(viewer)
+    assert np.allclose(st.ray.pixel, [0.25, 0.75], atol=0.01)
+    t = viewer.frame.trace
+    assert (t["row"], t["col"]) == (24, 8) and abs(t["weights"].sum() - t["image_alpha"]) < 1e-5
+    assert viewer.ui_errors == []
+    st.ray.pixel = None
+    viewer.open_panels(None)
+    settle(viewer)
+
+
 def test_opens_fitted_scene_orbits_and_hides_latent_panels(viewer, tmp_path):
     """A fitted scene (here a planted sphere, model/scene.py format) opens like a model: the
     viewport shows its render, dragging orbits it, final/depth/alpha render, the latent and

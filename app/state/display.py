@@ -1,8 +1,21 @@
-"""Display helpers: rendered tensors -> what the viewer shows (colour maps, robust ranges), and
-the view state in PNG metadata."""
+"""Display helpers: rendered tensors -> what the viewer shows (colour maps, robust ranges), the
+inspection views (one channel, PCA to RGB, a channel grid, the tri-planes side by side), and the
+view state in PNG metadata. The viewer's render process and the exports both call these.
+
+Normalisation of the inspection views (documented once, here):
+- one channel: x -> Turbo((x - lo) / (hi - lo)) clipped to [0, 1], with (lo, hi) the given range
+  or `robust_range(x)` (1st..99th percentile of the finite values); non-finite pixels are black;
+- PCA: `model.introspect.PCAProjection` (3 principal components, each mapped by its 1st..99th
+  percentile to [0, 1]), fitted once per layer and latent by the caller;
+- grid: the first N channels, each normalised as "one channel" by its own robust range, in a
+  ceil(sqrt(N))-column grid with `GRID_GAP` black pixels between cells;
+- planes: the three planes left to right (plane 0, 1, 2 as `plane_labels` names them) with
+  `PLANES_GAP` black columns between them; one channel shares one robust range over the three.
+"""
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+import math
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -107,6 +120,122 @@ def to_display_rgb(render: Dict[str, torch.Tensor], state: ViewerState,
         from PIL import Image
         rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
     return np.ascontiguousarray(rgb)
+
+
+# ------------------------------------------------------------------------------------------------
+# inspection views: layers and tri-planes
+
+GRID_GAP = 1
+PLANES_GAP = 4
+
+
+def normalise(x, value_range: Optional[Sequence[float]] = None) -> np.ndarray:
+    """[H, W] -> float [H, W] in [0, 1] over value_range (default: its robust range); NaN stays NaN."""
+    x = _as_numpy(x)
+    lo, hi = value_range if value_range is not None else robust_range(x)
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+def colour_channel(x, value_range: Optional[Sequence[float]] = None) -> np.ndarray:
+    """One channel [H, W] -> uint8 [H, W, 3]: Turbo over value_range or the robust range."""
+    t = normalise(x, value_range)
+    finite = np.isfinite(t)
+    rgb = (_turbo(np.where(finite, t, 0.0)) * 255 + 0.5).astype(np.uint8)
+    rgb[~finite] = 0
+    return rgb
+
+
+def grid_shape(count: int) -> Tuple[int, int]:
+    """(columns, rows) of a grid of `count` cells."""
+    cols = max(1, math.ceil(math.sqrt(count)))
+    return cols, max(1, math.ceil(count / cols))
+
+
+def channel_grid(image, count: int) -> np.ndarray:
+    """The first `count` channels of image [C, H, W], each on its own robust range -> uint8 grid."""
+    image = _as_numpy(image)
+    n = max(1, min(int(count), image.shape[0]))
+    cols, rows = grid_shape(n)
+    _, h, w = image.shape
+    out = np.zeros((rows * h + (rows - 1) * GRID_GAP, cols * w + (cols - 1) * GRID_GAP, 3), np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[r * (h + GRID_GAP):r * (h + GRID_GAP) + h, c * (w + GRID_GAP):c * (w + GRID_GAP) + w] = \
+            colour_channel(image[i])
+    return out
+
+
+def pca_rgb(image, pca) -> np.ndarray:
+    """image [C, H, W] through a fitted `PCAProjection` -> uint8 [H, W, 3]."""
+    x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.asarray(image, np.float32))
+    return (pca.apply(x.float()).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def inspect_rgb(image, mode: str, channel: int = 0, grid: int = 16,
+                value_range: Optional[Sequence[float]] = None, pca=None) -> np.ndarray:
+    """A layer image [C, H, W] as the Layers panel shows it: mode 'channel' (clamped to the
+    channels there are), 'pca' (needs `pca`) or 'grid' -> uint8 [H', W', 3]."""
+    if mode == "channel":
+        ch = min(max(int(channel), 0), image.shape[0] - 1)
+        return colour_channel(image[ch], value_range)
+    if mode == "pca":
+        if pca is None:
+            raise ValueError("the PCA view needs a fitted PCAProjection")
+        return pca_rgb(image, pca)
+    if mode == "grid":
+        return channel_grid(image, grid)
+    raise ValueError(f"unknown view mode {mode!r}")
+
+
+def planes_side_by_side(planes) -> torch.Tensor:
+    """planes [B, 3, C, H, W] (batch element 0) -> [C, H, 3 W + 2 PLANES_GAP], NaN in the gaps."""
+    p = planes[0].detach().float().cpu()
+    _, c, h, w = p.shape
+    gap = torch.full((c, h, PLANES_GAP), float("nan"))
+    return torch.cat([p[0], gap, p[1], gap, p[2]], dim=-1)
+
+
+def planes_rgb(planes, mode: str = "channel", channel: int = 0, pca=None,
+               value_range: Optional[Sequence[float]] = None) -> np.ndarray:
+    """The Tri-planes view: uint8 [H, 3 W + 2 PLANES_GAP, 3]; 'pca' needs `pca` fitted on the
+    three planes (`fit_planes_pca`)."""
+    side = planes_side_by_side(planes)
+    if mode == "channel":
+        ch = min(max(int(channel), 0), side.shape[0] - 1)
+        return colour_channel(side[ch], value_range)
+    if mode != "pca":
+        raise ValueError(f"unknown planes view mode {mode!r}")
+    w = planes.shape[-1]
+    rgb = np.zeros((*side.shape[1:], 3), np.uint8)
+    for k in range(3):
+        x0 = k * (w + PLANES_GAP)
+        rgb[:, x0:x0 + w] = pca_rgb(planes[0, k], pca)
+    return rgb
+
+
+def fit_planes_pca(planes):
+    """One `PCAProjection` over the pixels of all three planes [B, 3, C, H, W]."""
+    from model.introspect import PCAProjection
+    p = planes[0].detach().float().cpu()
+    return PCAProjection.fit(p.permute(1, 2, 0, 3).reshape(p.shape[1], p.shape[2], -1))
+
+
+def plane_pixels(points, plane_axes: str, box_warp: float, height: int, width: int) -> np.ndarray:
+    """World points [N, 3] -> their (column, row) on each plane as the sampler reads them,
+    [3, N, 2] (grid_sample, align_corners=False)."""
+    from model.triplane import project_points
+    g = project_points(torch.as_tensor(points, dtype=torch.float32)[None], box_warp, plane_axes)[0]
+    size = torch.tensor([width, height], dtype=torch.float32)
+    return (((g + 1) * size - 1) / 2).numpy()
+
+
+def draw_plane_points(rgb: np.ndarray, pixels: np.ndarray, colour, height: int, width: int) -> None:
+    """Mark plane pixels [3, N, 2] (from `plane_pixels`) on a `planes_rgb` image, in place."""
+    for k in range(3):
+        cols = np.rint(pixels[k, :, 0]).astype(np.int64)
+        rows = np.rint(pixels[k, :, 1]).astype(np.int64)
+        keep = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+        rgb[rows[keep], cols[keep] + k * (width + PLANES_GAP)] = colour
 
 
 # ------------------------------------------------------------------------------------------------

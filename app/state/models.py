@@ -20,3 +20,26 @@ def load_model(path, device="cpu"):
     if missing:
         raise ValueError(f"{path}: not a renderable model (no {', '.join(missing)})")
     return G.eval().requires_grad_(False)
+
+
+SHIPPED_DIR = __import__("pathlib").Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+def shipped_models(folder=None):
+    """The models we ship: every `checkpoints/NAME.safetensors` with its model card
+    `checkpoints/NAME.md`, as [(name, path, first card line)], sorted by name. Read on each call
+    (a model added while the viewer runs appears)."""
+    from pathlib import Path
+    folder = Path(folder) if folder is not None else SHIPPED_DIR
+    found = []
+    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        card = path.with_suffix(".md")
+        if not card.is_file():
+            continue
+        try:
+            with open(card, "r", encoding="utf-8") as f:
+                title = f.readline(200).strip().lstrip("#").strip()
+        except (OSError, UnicodeDecodeError):
+            title = ""
+        found.append((path.stem, str(path), title))
+    return found

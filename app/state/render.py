@@ -265,3 +265,191 @@ def render_state(G, state: ViewerState, planes_cache: Optional[PlanesCache] = No
     out["ws"] = ws
     out["c"] = c
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# inspection: a layer, the tri-planes, one ray (the viewer's render process and the exports)
+
+PCA_CACHE_SIZE = 8
+OVERLAY_POINTS = 96                 # points per drawn segment of a plane overlay
+FRUSTUM_COLOUR = (255, 255, 255)
+RAY_COLOUR = (255, 40, 200)
+
+
+class PCACache:
+    """PCA-to-RGB projections fitted once per (model, layer, coarse sample, latent): the colours
+    stay put while the camera moves."""
+
+    def __init__(self, capacity: int = PCA_CACHE_SIZE):
+        self.capacity = capacity
+        self._fits: "OrderedDict[tuple, Any]" = OrderedDict()
+
+    def clear(self) -> None:
+        self._fits.clear()
+
+    def get(self, key: tuple, fit):
+        """The projection for key, fitted with `fit()` the first time."""
+        if key not in self._fits:
+            self._fits[key] = fit()
+            while len(self._fits) > self.capacity:
+                self._fits.popitem(last=False)
+        self._fits.move_to_end(key)
+        return self._fits[key]
+
+
+def bypasses_planes_cache(name: str) -> bool:
+    """A backbone layer's hook must see the backbone run: its capture recomputes the planes."""
+    return name.startswith("backbone.")
+
+
+def capture_layer(G, state: ViewerState, ws: Optional[torch.Tensor] = None,
+                  planes_cache: Optional[PlanesCache] = None) -> Dict[str, Any]:
+    """Render the state once with a hook on `state.layers.name` (a backbone layer recomputes the
+    planes; the others reuse `planes_cache`). Returns {'image': [C, H, W] float32
+    (model.introspect.layer_image), 'tensor': the hooked tensor, 'out': the render, 'ws': ws}."""
+    from model import introspect
+    name = state.layers.name
+    if name is None:
+        raise ValueError("no layer selected")
+    names = introspect.layer_names(G)
+    if name not in names:
+        raise ValueError(f"layer {name!r} is not a layer of this model (see the Layers panel)")
+    if ws is None:
+        ws = compute_ws(G, state)
+    settings = render_settings(G, state)
+    noise = state.render.noise_mode
+    planes = None
+    if planes_cache is not None and not bypasses_planes_cache(name):
+        planes = planes_cache.get(G, ws, noise)
+    sr = name == "image" or name.startswith("superresolution.")
+    layers, out = introspect.capture_layers(G, ws, camera_label(state, G), names=[name], noise_mode=noise,
+                                            planes=planes, superresolution=sr, **settings)
+    sample = state.layers.sample if name == "decoder" else None
+    image = introspect.layer_image(name, layers[name], resolution=settings["neural_rendering_resolution"],
+                                   sample_index=sample)
+    return dict(image=image, tensor=layers[name], out=out, ws=ws)
+
+
+def layer_view(G, state: ViewerState, pca_cache: Optional[PCACache] = None,
+               ws: Optional[torch.Tensor] = None, planes_cache: Optional[PlanesCache] = None) -> np.ndarray:
+    """The state's layer as the viewport shows it, uint8 [H, W, 3] (see `app.state.display`)."""
+    from .display import inspect_rgb
+    from model.introspect import PCAProjection
+    lay = state.layers
+    cap = capture_layer(G, state, ws, planes_cache)
+    pca = None
+    if lay.mode == "pca":
+        key = (id(G), lay.name, lay.sample, state.latent.key())
+        fit = lambda: PCAProjection.fit(cap["image"])       # noqa: E731 - fitted only on a miss
+        pca = pca_cache.get(key, fit) if pca_cache is not None else fit()
+    return inspect_rgb(cap["image"], lay.mode, lay.channel, lay.grid, lay.range, pca)
+
+
+def _camera_rays(G, state: ViewerState, resolution: int):
+    c2w, K = cam.split_label(camera_label(state, G))
+    return cam.generate_rays(c2w, K, resolution)            # [1, R*R, 3] each
+
+
+def _ray_limits(G, origins: torch.Tensor, directions: torch.Tensor):
+    """(start, end) [M] of rays: the config's fixed limits, or the box intersection ('auto')."""
+    r = G.cfg.rendering
+    if isinstance(r.ray_start, str) or isinstance(r.ray_end, str):
+        from model.rendering import ray_box_limits
+        s, e = ray_box_limits(origins, directions, r.box_warp)
+        return s[0, :, 0].clamp_min(0), torch.maximum(e[0, :, 0], s[0, :, 0].clamp_min(0))
+    m = origins.shape[1]
+    return torch.full((m,), float(r.ray_start)), torch.full((m,), float(r.ray_end))
+
+
+def _segment_points(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    t = torch.linspace(0, 1, OVERLAY_POINTS)[:, None]
+    return a[None] * (1 - t) + b[None] * t
+
+
+def frustum_points(G, state: ViewerState) -> torch.Tensor:
+    """Points [N, 3] on the edges of the camera frustum between the ray limits (its footprint)."""
+    res = 2
+    o, d = _camera_rays(G, state, res)                        # the 4 corner pixels' rays
+    start, end = _ray_limits(G, o, d)
+    near = o[0] + start[:, None] * d[0]
+    far = o[0] + end[:, None] * d[0]
+    order = [0, 1, 3, 2]
+    segs = []
+    for i in range(4):
+        j, k = order[i], order[(i + 1) % 4]
+        segs += [_segment_points(near[j], near[k]), _segment_points(far[j], far[k]),
+                 _segment_points(near[j], far[j])]
+    return torch.cat(segs)
+
+
+def ray_index(state: ViewerState, resolution: int) -> int:
+    """The neural-render pixel (row * R + col) under `state.ray.pixel` ([x, y] in [0, 1])."""
+    x, y = state.ray.pixel
+    col = min(int(x * resolution), resolution - 1)
+    row = min(int(y * resolution), resolution - 1)
+    return row * resolution + col
+
+
+def ray_points(G, state: ViewerState) -> torch.Tensor:
+    """Points [N, 3] along the inspected ray between the ray limits."""
+    R = render_settings(G, state)["neural_rendering_resolution"]
+    o, d = _camera_rays(G, state, R)
+    i = ray_index(state, R)
+    start, end = _ray_limits(G, o[:, i:i + 1], d[:, i:i + 1])
+    return _segment_points(o[0, i] + start[0] * d[0, i], o[0, i] + end[0] * d[0, i])
+
+
+def planes_view(G, state: ViewerState, planes_cache: Optional[PlanesCache] = None,
+                pca_cache: Optional[PCACache] = None, ws: Optional[torch.Tensor] = None) -> np.ndarray:
+    """The Tri-planes view, uint8 [H, 3 W + gaps, 3], with the state's overlays."""
+    from .display import draw_plane_points, fit_planes_pca, plane_pixels, planes_rgb
+    if ws is None:
+        ws = compute_ws(G, state)
+    noise = state.render.noise_mode
+    with torch.no_grad():
+        planes = planes_cache.get(G, ws, noise) if planes_cache is not None else G.planes(ws, noise_mode=noise)
+    ps = state.planes
+    pca = None
+    if ps.mode == "pca":
+        key = (id(G), "planes", None, state.latent.key())
+        pca = pca_cache.get(key, lambda: fit_planes_pca(planes)) if pca_cache is not None else fit_planes_pca(planes)
+    rgb = planes_rgb(planes, ps.mode, ps.channel, pca)
+    h, w = planes.shape[-2:]
+    r = G.cfg.rendering
+    if ps.frustum:
+        draw_plane_points(rgb, plane_pixels(frustum_points(G, state), r.plane_axes, r.box_warp, h, w),
+                          FRUSTUM_COLOUR, h, w)
+    if ps.ray and state.ray.pixel is not None:
+        draw_plane_points(rgb, plane_pixels(ray_points(G, state), r.plane_axes, r.box_warp, h, w),
+                          RAY_COLOUR, h, w)
+    return rgb
+
+
+def trace_ray(G, state: ViewerState, planes_cache: Optional[PlanesCache] = None,
+              ws: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+    """What happens along the ray under `state.ray.pixel` (the Ray inspector's plots): the
+    `model.rendering.RayTrace` fields of that ray as float64 numpy arrays, plus 'ray' (its index),
+    'resolution', and the rendered 'image_depth' / 'image_alpha' at that pixel."""
+    if state.ray.pixel is None:
+        raise ValueError("no ray selected")
+    if ws is None:
+        ws = compute_ws(G, state)
+    settings = render_settings(G, state)
+    R = settings["neural_rendering_resolution"]
+    idx = ray_index(state, R)
+    noise = state.render.noise_mode
+    with torch.no_grad():
+        planes = planes_cache.get(G, ws, noise) if planes_cache is not None else G.planes(ws, noise_mode=noise)
+        out = G.render(planes, ws, camera_label(state, G), superresolution=False,
+                       trace_rays=torch.tensor([idx], device=planes.device), **settings)
+    t = out["trace"]
+    result: Dict[str, Any] = {}
+    for f in ("depths_coarse", "sigma_coarse", "weights_coarse", "depths_fine", "depths", "sigma", "density",
+              "transmittance", "weights", "contribution", "rgb", "depth", "opacity"):
+        v = getattr(t, f)
+        result[f] = None if v is None else v[0, 0].detach().double().cpu().numpy()
+    row, col = divmod(idx, R)
+    result.update(ray=idx, resolution=R, row=row, col=col,
+                  image_depth=float(out["image_depth"][0, 0, row, col]),
+                  image_alpha=float(out["image_alpha"][0, 0, row, col]))
+    return result

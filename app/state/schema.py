@@ -1,4 +1,5 @@
-"""The view state schema: four sections (latent, camera, conditioning, render), JSON and PNG I/O,
+"""The view state schema: sections (latent, camera, conditioning, render; layers, planes, ray for
+the inspection panels), JSON and PNG I/O,
 and the one validation of every number that enters from outside (state JSON, PNG metadata, the
 viewer's fields).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
@@ -44,6 +46,10 @@ MAX_FEATURE = 1e6
 MAX_FEATURE_CHANNEL = 4095
 NEURAL_RES_RANGE = (4, 2048)
 MAX_SAMPLE_MULT = 16.0
+VIEW_MODES = ("channel", "pca", "grid")     # how a layer or the planes are coloured
+MAX_GRID = 64                     # channels in a grid view
+MAX_LAYER_NAME = 120
+LAYER_NAME_PATTERN = r"[A-Za-z0-9_.]+"
 
 
 class StateError(ValueError):
@@ -52,11 +58,11 @@ class StateError(ValueError):
 
 def _spec(default, kind: str, lo=None, hi=None, *, optional: bool = False, lo_open: bool = False,
           hi_open: bool = False, choices: Tuple[str, ...] = (), length: Optional[int] = None,
-          increasing: bool = False):
+          increasing: bool = False, pattern: Optional[str] = None):
     """A section field with its one check: kind (int, float, bool, str, ints, floats), bounds,
     choices, list length. Lists get a default factory."""
     meta = dict(kind=kind, lo=lo, hi=hi, optional=optional, lo_open=lo_open, hi_open=hi_open,
-                choices=choices, length=length, increasing=increasing)
+                choices=choices, length=length, increasing=increasing, pattern=pattern)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -124,11 +130,45 @@ class RenderSection:
                                                  length=2, increasing=True)  # [lo, hi]; None = auto
 
 
+@dataclass
+class LayersSection:
+    """Which generator layer the viewport shows (the Layers panel; `--render layer:NAME`).
+    name None = none; the viewer shows it only while the Layers panel is open."""
+    name: Optional[str] = _spec(None, "str", optional=True, pattern=LAYER_NAME_PATTERN)
+    channel: int = _spec(0, "int", 0, MAX_FEATURE_CHANNEL)
+    mode: str = _spec("channel", "str", choices=VIEW_MODES)
+    grid: int = _spec(16, "int", 1, MAX_GRID)                 # the first N channels
+    sample: Optional[int] = _spec(None, "int", 0, MAX_FEATURE_CHANNEL, optional=True)  # decoder: coarse sample
+    range: Optional[List[float]] = _spec(None, "floats", -MAX_FEATURE, MAX_FEATURE, optional=True, length=2,
+                                         increasing=True)     # channel colour range; None = robust auto
+
+
+@dataclass
+class PlanesSection:
+    """The tri-planes view (the Tri-planes panel; `--render planes`)."""
+    show: bool = _spec(False, "bool")
+    channel: int = _spec(0, "int", 0, MAX_FEATURE_CHANNEL)
+    mode: str = _spec("channel", "str", choices=VIEW_MODES[:2])
+    frustum: bool = _spec(False, "bool")                      # overlay the camera frustum's footprint
+    ray: bool = _spec(False, "bool")                          # overlay the inspected ray's projection
+
+
+@dataclass
+class RaySection:
+    """The ray the Ray inspector traces: [x, y] in [0, 1] of the image (None = none)."""
+    pixel: Optional[List[float]] = _spec(None, "floats", 0.0, 1.0, optional=True, length=2)
+
+
 SECTION_TYPES = {"latent": LatentSection, "camera": CameraSection, "conditioning": ConditioningSection,
-                 "render": RenderSection}
-# The flat (version 1) name of each field -> (section, field).
+                 "render": RenderSection, "layers": LayersSection, "planes": PlanesSection, "ray": RaySection}
+# The flat (version 1) name of each field -> (section, field); the inspection sections are newer
+# than version 1 and get prefixed flat names (keywords of copy()).
 _RENAMED = {("conditioning", "mode"): "cond_mode", ("conditioning", "yaw"): "cond_yaw",
-            ("conditioning", "pitch"): "cond_pitch", ("render", "type"): "render_type"}
+            ("conditioning", "pitch"): "cond_pitch", ("render", "type"): "render_type",
+            ("layers", "name"): "layer", **{("layers", f): f"layer_{f}" for f in
+                                            ("channel", "mode", "grid", "sample", "range")},
+            **{("planes", f): f"planes_{f}" for f in ("show", "channel", "mode", "frustum", "ray")},
+            ("ray", "pixel"): "ray_pixel"}
 FLAT_NAMES: Dict[str, Tuple[str, str]] = {
     _RENAMED.get((sec, f.name), f.name): (sec, f.name)
     for sec, cls in SECTION_TYPES.items() for f in dataclasses.fields(cls)}
@@ -136,22 +176,30 @@ FLAT_NAMES: Dict[str, Tuple[str, str]] = {
 
 @dataclass(init=False)
 class ViewerState:
-    """Everything that decides a rendered view, in four sections. Equality is dataclass equality
-    (what the viewer's change detection compares)."""
+    """Everything that decides a rendered view, in sections. Equality is dataclass equality
+    (what the viewer's change detection compares). layers / planes / ray say what the inspection
+    panels show; files without them load with the defaults (nothing inspected)."""
     latent: LatentSection
     camera: CameraSection
     conditioning: ConditioningSection
     render: RenderSection
+    layers: LayersSection
+    planes: PlanesSection
+    ray: RaySection
 
     SECTIONS: ClassVar[Tuple[str, ...]] = tuple(SECTION_TYPES)
 
     def __init__(self, latent: Optional[LatentSection] = None, camera: Optional[CameraSection] = None,
                  conditioning: Optional[ConditioningSection] = None, render: Optional[RenderSection] = None,
-                 **flat: Any):
+                 layers: Optional[LayersSection] = None, planes: Optional[PlanesSection] = None,
+                 ray: Optional[RaySection] = None, **flat: Any):
         self.latent = latent if latent is not None else LatentSection()
         self.camera = camera if camera is not None else CameraSection()
         self.conditioning = conditioning if conditioning is not None else ConditioningSection()
         self.render = render if render is not None else RenderSection()
+        self.layers = layers if layers is not None else LayersSection()
+        self.planes = planes if planes is not None else PlanesSection()
+        self.ray = ray if ray is not None else RaySection()
         for name, value in flat.items():
             sec, fname = _flat(name)
             setattr(getattr(self, sec), fname, value)
@@ -325,6 +373,8 @@ def _check(name: str, value: Any, m) -> None:
     if not ok:
         what = {"ints": "list of integers", "floats": "list of numbers"}.get(kind, kind)
         raise StateError(f"viewer state: {name}={_show(value)} is not a valid {what}")
+    if m.get("pattern") and (len(value) > MAX_LAYER_NAME or not re.fullmatch(m["pattern"], value)):
+        raise StateError(f"viewer state: {name}={_show(value)} is not a layer name (letters, digits, '.', '_')")
     if m["choices"] and value not in m["choices"]:
         raise StateError(f"viewer state: {name}={_show(value)}; one of {', '.join(m['choices'])}")
     items = value if isinstance(value, list) else [value] if kind in ("int", "float") else []

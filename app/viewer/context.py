@@ -74,6 +74,8 @@ class ModelInfo:
     depth: Tuple[int, int]
     cond: bool                 # the generator is pose-conditioned (c not zeroed)
     feature_channels: int
+    filled_defaults: Optional[Tuple[str, ...]] = None   # official defaults an imported snapshot lacked
+    plane_axes: str = "official"
 
     @classmethod
     def of(cls, G, path: str, seconds: float = 0.0) -> "ModelInfo":
@@ -83,7 +85,13 @@ class ModelInfo:
                    neural_res=G.neural_rendering_resolution, z_dim=G.z_dim, w_dim=G.w_dim, num_ws=G.num_ws,
                    params=sum(p.numel() for p in G.parameters()), load_s=float(seconds),
                    depth=(r.depth_resolution, r.depth_resolution_importance),
-                   cond=not G.cfg.c_gen_conditioning_zero, feature_channels=G.cfg.decoder.output_features)
+                   cond=not G.cfg.c_gen_conditioning_zero, feature_channels=G.cfg.decoder.output_features,
+                   filled_defaults=_filled(getattr(G.cfg, "filled_defaults", None)),
+                   plane_axes=str(getattr(r, "plane_axes", "official")))
+
+
+def _filled(value) -> Optional[Tuple[str, ...]]:
+    return None if value is None else tuple(str(v) for v in value)
 
 
 @dataclass
@@ -152,6 +160,8 @@ class ViewerContext:
     focus_model_path: bool = False             # Ctrl+O: the model panel focuses its path field
     error: Optional[str] = None                # shown in the viewport and the panel until dismissed
     missing_default: Optional[str] = None      # the default checkpoint, when it is absent
+    pointer_uv: Optional[Tuple[float, float]] = None   # the pointer over the image, [0, 1] (x, y)
+    clicked_uv: Optional[Tuple[float, float]] = None   # a click (no drag) on the image this frame
 
     @property
     def has_latent(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from imgui_bundle import imgui
@@ -29,6 +29,8 @@ STATUS_BACKGROUND = (0.06, 0.06, 0.07, 1.0)
 SPLIT_COLOUR = (1, 1, 0.2, 0.9)
 ERROR_COLOUR = (1.0, 0.45, 0.4, 1.0)
 LEFT, RIGHT, MIDDLE = 0, 1, 2
+CLICK_SLOP_PX = 3.0                 # a left press that moves less than this is a click
+RAY_MARK_COLOUR = (1.0, 0.16, 0.8, 1.0)
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Gesture:
     pan: Tuple[float, float] = (0.0, 0.0)       # pixels dragged with the right / middle button
     wheel: float = 0.0
     wheel_pos: Tuple[float, float] = (0.0, 0.0)
+    click: Optional[Tuple[float, float]] = None  # a left press and release that did not drag
 
 
 class PointerInput:
@@ -52,6 +55,8 @@ class PointerInput:
         self.region = (0.0, 0.0, 0.0, 0.0)
         self.blockers: list = []
         self._held: set = set()             # viewport buttons held down
+        self._press: Optional[Tuple[float, float]] = None
+        self._moved = 0.0
         self._g = Gesture()
 
     def inside(self, x: float, y: float) -> bool:
@@ -66,13 +71,18 @@ class PointerInput:
         g = self._g
         if LEFT in self._held:
             g.orbit = (g.orbit[0] + dx, g.orbit[1] + dy)
+            self._moved += abs(dx) + abs(dy)
         if RIGHT in self._held or MIDDLE in self._held:
             g.pan = (g.pan[0] + dx, g.pan[1] + dy)
 
     def button(self, button: int, pressed: bool) -> None:
         if pressed and self.inside(*self.pos):
             self._held.add(button)
+            if button == LEFT:
+                self._press, self._moved = self.pos, 0.0
         elif not pressed:
+            if button == LEFT and LEFT in self._held and self._moved < CLICK_SLOP_PX:
+                self._g.click = self._press
             self._held.discard(button)
 
     def scroll(self, dy: float) -> None:
@@ -160,6 +170,8 @@ class Viewport:
     def apply_gestures(self, ctx) -> None:
         """Turn the accumulated pointer gestures into camera / 2D-view changes."""
         g = self.input.take()
+        ctx.pointer_uv = self.image_uv(*self.input.pos)
+        ctx.clicked_uv = self.image_uv(*g.click) if g.click is not None else None
         if g.orbit != (0.0, 0.0):
             orbit(ctx.state.camera, g.orbit[0], g.orbit[1], ctx.scale)
         if g.pan != (0.0, 0.0):
@@ -169,6 +181,14 @@ class Viewport:
                 self.zoom_image(ctx.view, g.wheel, g.wheel_pos)
             else:
                 zoom_camera(ctx.state, ctx.model, g.wheel, ctx.settings.scroll_zooms)
+
+    def image_uv(self, x: float, y: float) -> Optional[Tuple[float, float]]:
+        """Window coordinates -> [0, 1] image coordinates (x right, y down), None off the image."""
+        x0, y0, w, h = self.image_rect
+        if w <= 0 or h <= 0 or not self.input.inside(x, y):
+            return None
+        u, v = (x - x0) / w, (y - y0) / h
+        return (float(u), float(v)) if 0.0 <= u < 1.0 and 0.0 <= v < 1.0 else None
 
     def zoom_image(self, view, wheel: float, mouse: Tuple[float, float]) -> None:
         """Magnify the image, keeping the point under the mouse fixed."""
@@ -247,9 +267,30 @@ class Viewport:
             pose = S.conditioning_pose(frame.state) or (0.0, 0.0)
             self.label(dl, x0 + 8, y0 + 8, f"A: cond fixed ({pose[0]:+.0f}, {pose[1]:+.0f})")
             self.label(dl, xs + 8, y0 + 8, "B: cond = camera")
+        self._draw_inspection(ctx, dl, frame, x0, y0, dw, dh)
         self.text = ""
         if frame.preview:
             self.label(dl, x0 + 8, y0 + dh - 26 * ctx.scale, "preview")
+
+    def _draw_inspection(self, ctx, dl, frame, x0: float, y0: float, dw: float, dh: float) -> None:
+        """Labels of the layer / planes views, and the inspected ray's pixel on the image."""
+        if frame.shows == "planes":
+            from model.introspect import plane_labels
+            axes = ctx.info.plane_axes if ctx.info is not None else "official"
+            for k, name in enumerate(plane_labels(axes)):
+                self.label(dl, x0 + dw * k / 3 + 8, y0 + 8, f"{name} ({axes})" if k == 2 else name)
+        elif frame.shows == "layer":
+            note = "  (plane cache bypassed)" if frame.planes_bypassed else ""
+            self.label(dl, x0 + 8, y0 + 8, f"layer {frame.state.layers.name}{note}")
+        elif frame.options.rays and frame.state.ray.pixel is not None:
+            u, v = frame.state.ray.pixel
+            R = frame.trace["resolution"] if frame.trace else 1
+            cx, cy = x0 + (int(u * R) + 0.5) / R * dw, y0 + (int(v * R) + 0.5) / R * dh
+            col = imgui.get_color_u32(imgui.ImVec4(*RAY_MARK_COLOUR))
+            r = 6 * ctx.scale
+            dl.add_circle(imgui.ImVec2(cx, cy), r, col, 0, 2.0)
+            dl.add_line(imgui.ImVec2(cx - 2 * r, cy), imgui.ImVec2(cx + 2 * r, cy), col, 1.0)
+            dl.add_line(imgui.ImVec2(cx, cy - 2 * r), imgui.ImVec2(cx, cy + 2 * r), col, 1.0)
 
     def _draw_placeholder(self, ctx, dl, vw: float, area_h: float, loading: bool) -> None:
         self.image_rect = (0.0, 0.0, 0.0, 0.0)

@@ -68,6 +68,7 @@ class Viewer:
         self.ui_errors: List[str] = []               # exceptions caught while drawing a panel
         self.drawn_panels: List[str] = []            # the panel titles of the last frame
         self._open_panels: Optional[set] = None      # force panels open/closed (None = user's)
+        self.expanded_panels: set = set()            # panel titles open in the last frame
         self._last_request = None                    # (state, options, model serial) last sent
         self._last_request_preview = False
         self._last_full_ms = 0.0
@@ -470,7 +471,7 @@ class Viewer:
         ctx = self.ctx
         if ctx.model is None:
             return
-        options = ctx.settings.render_options()
+        options = self.render_options()
         dragging = self._dragging()
         preview = ctx.settings.fast_preview and dragging and self._last_full_ms > PREVIEW_ABOVE_MS
         same = self._last_request == (ctx.state, options, self._model_serial)
@@ -488,10 +489,18 @@ class Viewer:
         self._last_request = (req.state, options, self._model_serial)
         self._last_request_preview = preview
 
+    def render_options(self):
+        """The settings' render options plus which inspection panels are open (their hooks and
+        traces run only then)."""
+        import dataclasses
+        open_now = self.expanded_panels if self.ctx.settings.show_panel else set()
+        return dataclasses.replace(self.ctx.settings.render_options(), layers="Layers" in open_now,
+                                   planes="Tri-planes" in open_now, rays="Ray inspector" in open_now)
+
     def _needs_submit(self) -> bool:
         ctx = self.ctx
         return ctx.model is not None and (
-            self._last_request != (ctx.state, ctx.settings.render_options(), self._model_serial)
+            self._last_request != (ctx.state, self.render_options(), self._model_serial)
             or self._last_request_preview)
 
     def _take_results(self) -> None:
@@ -587,6 +596,7 @@ class Viewer:
                 ctx.error = None
             imgui.separator()
         self.drawn_panels = []
+        expanded = set()
         for panel in self.panels:
             if not panel.available(ctx.model):
                 continue
@@ -594,6 +604,7 @@ class Viewer:
             if self._open_panels is not None:
                 imgui.set_next_item_open(panel.title in self._open_panels or "*" in self._open_panels)
             if imgui.collapsing_header(panel.title, imgui.TreeNodeFlags_.default_open if panel.default_open else 0):
+                expanded.add(panel.title)
                 imgui.push_id(panel.title)
                 try:
                     panel.draw(ctx)
@@ -604,6 +615,7 @@ class Viewer:
                 imgui.pop_id()
         imgui.pop_item_width()
         imgui.end()
+        self.expanded_panels = expanded
 
     def run(self) -> None:
         glfw, st = self.glfw, self.ctx.settings

@@ -12,18 +12,23 @@ from .camera import CameraPanel
 from .capture import CapturePanel
 from .conditioning import ConditioningPanel
 from .latent import LatentPanel
+from .layers import LayersPanel
 from .mesh import MeshPanel
 from .mixing import MixingPanel
 from .model import ModelPanel
 from .perf import PerfPanel
+from .planes import PlanesPanel
+from .rays import RayPanel
 from .render import RenderPanel
 from .turntable import TurntablePanel
 
 
 def make_panels(recent=None) -> List[Panel]:
     return [ModelPanel(recent), LatentPanel(), MixingPanel(), CameraPanel(), ConditioningPanel(),
-            RenderPanel(), PerfPanel(), CapturePanel(), TurntablePanel(), MeshPanel()]
+            RenderPanel(), LayersPanel(), PlanesPanel(), RayPanel(), PerfPanel(), CapturePanel(),
+            TurntablePanel(), MeshPanel()]
 
 
 __all__ = ["Panel", "make_panels", "CameraPanel", "CapturePanel", "ConditioningPanel", "LatentPanel",
-           "MeshPanel", "MixingPanel", "ModelPanel", "PerfPanel", "RenderPanel", "TurntablePanel"]
+           "LayersPanel", "MeshPanel", "MixingPanel", "ModelPanel", "PerfPanel", "PlanesPanel", "RayPanel",
+           "RenderPanel", "TurntablePanel"]

@@ -1,19 +1,33 @@
 """Model panel: open a generator or a fitted scene, the recent list, what is open."""
 from __future__ import annotations
 
+import os
 import time
 
 from imgui_bundle import imgui
 
-from .base import WARN_COLOUR, Panel
+from app.state.models import shipped_models
+
+from .base import WARN_COLOUR, Panel, help_marker
+
+SHIPPED_RESCAN_S = 2.0          # how often the shipped-model list is read again
 
 
 class ModelPanel(Panel):
     title = "Model"
     default_open = True
 
-    def __init__(self, recent=None):
+    def __init__(self, recent=None, shipped_dir=None):
         self.recent = recent if recent is not None else []     # shared with the window's list
+        self.shipped_dir = shipped_dir
+        self._shipped, self._scanned = [], -SHIPPED_RESCAN_S
+
+    def shipped(self):
+        """checkpoints/*.safetensors with a model card, re-read every few seconds."""
+        now = time.perf_counter()
+        if now - self._scanned >= SHIPPED_RESCAN_S:
+            self._shipped, self._scanned = shipped_models(self.shipped_dir), now
+        return self._shipped
 
     def draw(self, ctx) -> None:
         st = ctx.settings
@@ -30,6 +44,16 @@ class ModelPanel(Panel):
                 if imgui.selectable(p, ctx.info is not None and p == ctx.info.path)[0]:
                     ctx.actions.open_model(p)
             imgui.end_combo()
+        shipped = self.shipped()
+        if shipped:
+            imgui.text("shipped models:")
+            for name, path, title in shipped:
+                imgui.same_line()
+                current = ctx.info is not None and os.path.abspath(ctx.info.path) == os.path.abspath(path)
+                if imgui.radio_button(name, current) and not current:
+                    ctx.actions.open_model(path)
+                if imgui.is_item_hovered() and title:
+                    imgui.set_tooltip(f"{title}\n{path}")
         task = ctx.tasks.get("model")
         if task is not None and task.running:
             imgui.text(f"{task.name}  {time.perf_counter() - task.started:.1f} s")
@@ -50,3 +74,8 @@ class ModelPanel(Panel):
         imgui.text(f"z {m.z_dim}, w {m.w_dim}, {m.params / 1e6:.2f} M params, samples {m.depth[0]}+{m.depth[1]}")
         if not m.cond:
             imgui.text_disabled("no generator pose conditioning (c is zeroed)")
+        if m.filled_defaults:
+            imgui.text_colored(imgui.ImVec4(*WARN_COLOUR), f"{len(m.filled_defaults)} official default(s) filled in")
+            help_marker("Keys this imported snapshot's rendering_kwargs lacks; the official code's defaults "
+                        "were used:\n" + "\n".join(m.filled_defaults))
+            imgui.text_wrapped(", ".join(m.filled_defaults))
