@@ -23,6 +23,8 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from model.preview import upsampled_raw
+
 from . import state as S
 
 PREVIEW_TARGET_MS = 60.0
@@ -88,8 +90,8 @@ def preview_factor(full_ms: float, target_ms: float = PREVIEW_TARGET_MS) -> int:
 
 
 def preview_state(state: S.ViewerState, G, factor: int = 2) -> S.ViewerState:
-    """A cheaper version of the state: neural resolution / factor and half the depth samples.
-    The super-resolution still outputs the full size."""
+    """A cheaper version of the state: neural resolution / factor and half the depth samples
+    (render_one then also skips the super-resolution of the final image)."""
     rs = state.render
     nr = int(rs.neural_res or G.neural_rendering_resolution)
     return state.copy(neural_res=max(PREVIEW_MIN_RES, min(nr, nr // factor)),
@@ -188,12 +190,19 @@ class _Renderer:
             self.ws_cache[key] = ws
         return ws, (time.perf_counter() - t0) * 1e3, hit
 
-    def render_one(self, state: S.ViewerState, options: RenderOptions, timings: Dict[str, float]):
+    def render_one(self, state: S.ViewerState, options: RenderOptions, timings: Dict[str, float],
+                   preview: bool = False):
+        """One image of the state. A preview of the final image skips the super-resolution and
+        shows the raw render upsampled to the output size (model.preview.upsampled_raw)."""
         ws, t_map, ws_hit = self.ws(state)
         self.cache.enabled = options.cache_planes
         planes_hit = self.cache.lookup(self.G, ws, state.render.noise_mode) is not None
         t: Dict[str, float] = {}
-        out = S.render_state(self.G, state, self.cache, ws=ws, timings=t)
+        skip_sr = preview and state.render.type == "final" and self.G.has_latent
+        out = S.render_state(self.G, state, self.cache, ws=ws, timings=t,
+                             superresolution=False if skip_sr else None)
+        if skip_sr:
+            out["image"] = upsampled_raw(self.G, out)
         t["mapping"] = t_map
         t0 = time.perf_counter()
         rgb = S.to_display_rgb(out, state)
@@ -222,10 +231,10 @@ class _Renderer:
         rgb_b = None
         if req.options.split_ab:
             a, b = ab_states(state)
-            rgb, ws_hit, hit = self.render_one(a, req.options, timings)
-            rgb_b, _, _ = self.render_one(b, req.options, timings)
+            rgb, ws_hit, hit = self.render_one(a, req.options, timings, bool(req.preview))
+            rgb_b, _, _ = self.render_one(b, req.options, timings, bool(req.preview))
         else:
-            rgb, ws_hit, hit = self.render_one(state, req.options, timings)
+            rgb, ws_hit, hit = self.render_one(state, req.options, timings, bool(req.preview))
         timings["total"] = (time.perf_counter() - t0) * 1e3
         frame.rgb, frame.rgb_b, frame.timings, frame.planes_cached, frame.ws_cached = rgb, rgb_b, timings, hit, ws_hit
         frame.cache_hits, frame.cache_misses = self.cache.hits, self.cache.misses

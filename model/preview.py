@@ -33,7 +33,12 @@ def render_preview(G, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor,
                    depth_resolution_importance=settings.depth_resolution_importance,
                    superresolution=settings.superresolution, deterministic=True)
     if not settings.superresolution:
-        size = (G.img_resolution, G.img_resolution)
-        out["image"] = F.interpolate(out["image_raw"], size=size, mode="bilinear",
-                                     align_corners=False)
+        out["image"] = upsampled_raw(G, out)
     return out
+
+
+def upsampled_raw(G, out: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The raw image [B, 3, R, R] bilinearly upsampled to the output size [B, 3, S, S]: what a
+    preview shows in place of the super-resolved image."""
+    size = (G.img_resolution, G.img_resolution)
+    return F.interpolate(out["image_raw"], size=size, mode="bilinear", align_corners=False)

@@ -2,7 +2,6 @@
 compared with direct renders of the same poses, latent-walk keyframes equal the seeds' renders,
 interrupted exports leave nothing behind, PNGs carry their metadata."""
 import glob
-import json
 import math
 import os
 import threading

@@ -112,3 +112,31 @@ def test_generator_and_fitted_scene_share_the_renderable_interface(G, tmp_path):
     for m in (G, scene):
         out = S.render_state(m, st)
         assert out["image_depth"].shape == (1, 1, 16, 16)
+
+
+def test_preview_skips_the_super_resolution_and_refines_to_the_full_frame(worker, G):
+    """A drag preview shows the raw render (lower neural resolution, half the samples)
+    upsampled to the output size; the next full request is the ordinary final image."""
+    import torch.nn.functional as F
+
+    from app.renderer_worker import preview_state
+    s = S.ViewerState(seed=2, yaw=15.0)
+    serial = worker.submit(RenderRequest(s.copy(), RenderOptions(), preview=2))
+    end = time.perf_counter() + 60
+    frame = None
+    while frame is None and time.perf_counter() < end:
+        got = worker.poll()
+        frame = got if got is not None and got.serial == serial else None
+        time.sleep(0.005)
+    assert frame is not None and frame.preview
+    assert frame.timings.get("superres", 0.0) == 0.0
+    cheap = preview_state(s, G, 2)
+    out = S.render_state(G, cheap, superresolution=False)
+    expected = S.to_display_rgb({**out, "image": F.interpolate(out["image_raw"], size=(G.img_resolution,) * 2,
+                                                               mode="bilinear", align_corners=False)}, s)
+    assert frame.rgb.shape == (G.img_resolution, G.img_resolution, 3)
+    assert np.abs(frame.rgb.astype(int) - expected.astype(int)).max() <= 1
+    full = render(worker, s)
+    assert not full.preview
+    direct = S.to_display_rgb(S.render_state(G, s), s)
+    assert np.abs(full.rgb.astype(int) - direct.astype(int)).max() <= 1

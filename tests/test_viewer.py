@@ -302,7 +302,7 @@ def test_fast_preview_while_dragging_then_refine(viewer):
             break
         time.sleep(0.01)
     assert seen_preview, "no fast preview while dragging"
-    assert viewer.frame.rgb.shape[0] == viewer.model.img_resolution   # SR still full size
+    assert viewer.frame.rgb.shape[0] == viewer.model.img_resolution   # raw upsampled to the output size
     viewer.on_mouse_button(win, 0, glfw.RELEASE, 0)
     settle(viewer)
     assert not viewer.frame.preview and viewer.frame.state == viewer.state

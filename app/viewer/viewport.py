@@ -321,8 +321,8 @@ class Viewport:
                  *latent[1:], s.render.type]
         if loading:
             parts.append("loading...")
-        if rendering:
-            parts.append("rendering...")
+        if rendering:      # a preview on screen is being replaced by the full-quality frame
+            parts.append("refining..." if ctx.frame is not None and ctx.frame.preview else "rendering...")
         if ctx.view.zoom != 1.0:
             parts.append(f"zoom {ctx.view.zoom:.2f}x")
         dl.add_text(imgui.ImVec2(8, y + 2), imgui.get_color_u32(imgui.ImVec4(0.8, 0.8, 0.8, 1.0)), "   |   ".join(parts))
