@@ -16,39 +16,15 @@ import numpy as np
 import pytest
 
 import train
-from conftest import REPO
+from conftest import REPO, xvfb_server
 
 FAST = ["--threads=1", "--progress=false", "--workers=0"]
 
 
 @pytest.fixture(scope="module")
 def xvfb():
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        msg = "Xvfb is not installed (apt-get install xvfb xauth libgl1-mesa-dri libglx-mesa0 libgl1 libegl1)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    for num in range(141, 190):
-        if not os.path.exists(f"/tmp/.X11-unix/X{num}") and not os.path.exists(f"/tmp/.X{num}-lock"):
-            break
-    proc = subprocess.Popen([exe, f":{num}", "-screen", "0", "1400x900x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        if os.path.exists(f"/tmp/.X11-unix/X{num}"):
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"Xvfb :{num} exited with {proc.returncode}")
-        time.sleep(0.05)
-    old = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = f":{num}"
-    yield f":{num}"
-    proc.terminate()
-    proc.wait(10)
-    if old is None:
-        os.environ.pop("DISPLAY", None)
-    else:
-        os.environ["DISPLAY"] = old
+    with xvfb_server(range(141, 190), "1400x900x24") as display:
+        yield display
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ The session starts its own Xvfb server (CI installs `xvfb`); outside CI the test
 when Xvfb is missing, in CI they fail instead.
 """
 import os
-import shutil
-import subprocess
 import time
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 import torch
 
 import model
+from conftest import xvfb_server
 from app import state as S
 
 BG = np.array([0.11, 0.11, 0.12]) * 255        # the viewport background colour
@@ -20,32 +19,8 @@ BG = np.array([0.11, 0.11, 0.12]) * 255        # the viewport background colour
 
 @pytest.fixture(scope="session")
 def xvfb_display():
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        msg = "Xvfb is not installed (apt-get install xvfb xauth libgl1-mesa-dri libglx-mesa0 libgl1 libegl1)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    for num in range(97, 140):
-        if not os.path.exists(f"/tmp/.X11-unix/X{num}") and not os.path.exists(f"/tmp/.X{num}-lock"):
-            break
-    proc = subprocess.Popen([exe, f":{num}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        if os.path.exists(f"/tmp/.X11-unix/X{num}"):
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"Xvfb :{num} exited with {proc.returncode}")
-        time.sleep(0.05)
-    old = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = f":{num}"
-    yield f":{num}"
-    proc.terminate()
-    proc.wait(10)
-    if old is None:
-        os.environ.pop("DISPLAY", None)
-    else:
-        os.environ["DISPLAY"] = old
+    with xvfb_server(range(97, 140), "1280x800x24") as display:
+        yield display
 
 
 @pytest.fixture(scope="module")
