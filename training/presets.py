@@ -10,6 +10,9 @@ resolution, and default training options (any of them can be overridden on the c
 - `tiny`: model preset 'tiny' (a few hundred kB; 2X SR, neural rendering at half the image
   size), batch 4, one CPU thread (its ops are too small to gain from more); CPU smoke runs and
   tests.
+- `tiny360`: model preset 'tiny360' (`tiny` with ShapeNet-style rendering: white background,
+  no pose conditioning, box_warp 1.6, 16 + 16 samples) for `--cameras 360` datasets on CPU;
+  batch 8, gamma 0.3 (official ShapeNet).
 - `synthetic`: a small real model for `training.synthetic` portrait datasets on one GPU
   (FFHQ-like rendering, 128^2 planes, 256-wide mapping, 2X SR); neural rendering at half the
   image size.
@@ -89,6 +92,12 @@ PRESETS: Dict[str, Preset] = {
                         d_num_fp16_res=0, g_num_fp16_res=0, grid=(4, 2), threads=1, blur_init_sigma=2.0,
                         blur_fade_kimg=20.0),
                    nrr_rule="half", sr_rule="2x"),
+    "tiny360": Preset("tiny360", "tiny CPU model with ShapeNet-style rendering for 360-degree datasets", False,
+                      _official("tiny360"),
+                      dict(batch=8, gamma=0.3, kimg=300.0, tick=1.0, snap=2, workers=1, sr_num_fp16_res=0,
+                           d_num_fp16_res=0, g_num_fp16_res=0, grid=(4, 2), threads=1, blur_init_sigma=2.0,
+                           blur_fade_kimg=20.0),
+                      nrr_rule="half", sr_rule="2x"),
     "synthetic": Preset("synthetic", "small GPU model for training.synthetic portrait datasets", False,
                         lambda: _synthetic(False),
                         dict(batch=32, gamma=1.0, kimg=1000.0, tick=4.0, snap=10, grid=(8, 4), blur_init_sigma=2.0,
