@@ -128,6 +128,7 @@ class Actions:
     start_task: Callable[..., Any]                       # (slot, name, fn, on_finish=None, unit="")
     refresh_textures: Callable[[], None]                 # re-upload after a filter change
     pixel_zoom: Callable[[], None]                       # 1 image pixel = 1 screen pixel
+    texture: Callable[[str, np.ndarray], Optional[int]]  # (key, rgb uint8 [H, W, 3]) -> GL texture id
 
     @classmethod
     def names(cls):
@@ -152,6 +153,7 @@ class ViewerContext:
     focus_model_path: bool = False             # Ctrl+O: the model panel focuses its path field
     error: Optional[str] = None                # shown in the viewport and the panel until dismissed
     missing_default: Optional[str] = None      # the default checkpoint, when it is absent
+    dropped_image: Optional[str] = None        # an image dropped onto the window (the Invert panel takes it)
 
     @property
     def has_latent(self) -> bool:

@@ -11,6 +11,7 @@ from .base import Panel
 from .camera import CameraPanel
 from .capture import CapturePanel
 from .conditioning import ConditioningPanel
+from .invert import InvertPanel
 from .latent import LatentPanel
 from .mesh import MeshPanel
 from .mixing import MixingPanel
@@ -22,8 +23,8 @@ from .turntable import TurntablePanel
 
 def make_panels(recent=None) -> List[Panel]:
     return [ModelPanel(recent), LatentPanel(), MixingPanel(), CameraPanel(), ConditioningPanel(),
-            RenderPanel(), PerfPanel(), CapturePanel(), TurntablePanel(), MeshPanel()]
+            RenderPanel(), PerfPanel(), CapturePanel(), TurntablePanel(), MeshPanel(), InvertPanel()]
 
 
-__all__ = ["Panel", "make_panels", "CameraPanel", "CapturePanel", "ConditioningPanel", "LatentPanel",
+__all__ = ["Panel", "make_panels", "CameraPanel", "CapturePanel", "ConditioningPanel", "InvertPanel", "LatentPanel",
            "MeshPanel", "MixingPanel", "ModelPanel", "PerfPanel", "RenderPanel", "TurntablePanel"]
