@@ -168,7 +168,8 @@ def _discriminator(network: Path, device: str):
 
 def run(args) -> Path:
     import torch
-    from app.cli import load_generator, resolve_device
+    from app.cli import load_generator
+    from model.device import resolve_device
     from model import inversion, projection
     if args.threads:
         torch.set_num_threads(args.threads)
