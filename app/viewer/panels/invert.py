@@ -29,6 +29,7 @@ SPACES = ("w", "w+")
 MAX_STEPS = 100_000
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 FACE_PACKAGES = ("mediapipe", "cv2")
+STRIP_MARGIN = 4.0            # pixels per strip image kept free of the panel's right edge
 
 
 class FormError(ValueError):
@@ -167,7 +168,7 @@ class InvertPanel(Panel):
         if not self._textures or any(t is None for t in self._textures):
             return
         spacing = imgui.get_style().item_spacing.x
-        side = max(16.0, (imgui.get_content_region_avail().x - 2 * spacing) / 3)
+        side = max(16.0, (imgui.get_content_region_avail().x - 2 * spacing) / 3 - STRIP_MARGIN)
         for k, tex in enumerate(self._textures):
             if k:
                 imgui.same_line()
