@@ -134,6 +134,41 @@ def test_orbit_mixing_and_render_types_on_the_projection(viewer, files):
     settle(viewer)
 
 
+def test_turntable_and_mesh_panels_export_the_projection(viewer, files, tmp_path):
+    """The viewer's export panels film and mesh the projection: the turntable's frames are direct
+    renders of it at the path's yaws, the mesh is the one of the CLI's projected generator."""
+    import imageio_ffmpeg
+    import trimesh
+    from app import mesh as M
+    loaded = model.load_projection(files["projection"])
+    viewer.state.camera.yaw, viewer.state.camera.pitch = 0.0, 0.0
+    settle(viewer)
+    panel = viewer.panel("Turntable export")
+    panel.form.frames, panel.form.fps, panel.form.pitch, panel.form.path = 4, 4, 0.0, "360"
+    out = tmp_path / "tt.mp4"
+    job = panel.start(viewer.ctx, str(out))
+    assert wait_for(viewer, lambda: job.reported, 60) and job.error is None, job.error
+    reader = imageio_ffmpeg.read_frames(str(out))
+    meta = next(reader)
+    w, h = meta["size"]
+    frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
+    assert len(frames) == 4
+    for k, frame in enumerate(frames):                 # yaw 0, 90, 180, 270 (H.264: lossy)
+        expected = direct(loaded, loaded.ws, viewer.state.copy(yaw=90.0 * k))
+        assert np.abs(frame.astype(float) - expected).mean() < 4, k
+    seed_view = direct(loaded, S.compute_ws(loaded.G, S.ViewerState(seed=0)), viewer.state)
+    assert np.abs(frames[0].astype(float) - seed_view).mean() > 8       # not a seed's render
+    mesh_panel = viewer.panel("Mesh export")
+    mesh_panel.form.res, mesh_panel.form.obj = 32, False
+    job = mesh_panel.start(viewer.ctx, str(tmp_path / "m.ply"))
+    assert wait_for(viewer, lambda: job.reported, 60) and job.error is None, job.error
+    ref = M.export_mesh(loaded.as_generator(), tmp_path / "ref.ply", S.ViewerState(trunc_psi=1.0), res=32,
+                        level=mesh_panel.form.level, trim=mesh_panel.form.trim, formats=["ply"], bar=False)
+    a = trimesh.load(tmp_path / "m.ply", process=False)
+    b = trimesh.load(ref[0], process=False)
+    assert len(a.vertices) > 100 and np.array_equal(np.asarray(a.vertices), np.asarray(b.vertices))
+
+
 def test_capture_and_state_reference_the_projection_file(viewer, files, tmp_path):
     png = viewer.save_render(str(tmp_path / "capture.png"))
     state = S.ViewerState.load(png)
