@@ -18,7 +18,7 @@ from app.viewer.panels.invert import InvertForm, InvertPanel
 from model import inversion as inv
 from model import projection as proj
 
-from test_panels import PANEL_SIZE, Recorder, draw_frame, fake_context, gui, sections  # noqa: F401  (fixture)
+from test_panels import Recorder, draw_frame, fake_context, gui, sections  # noqa: F401  (fixture)
 
 ROW_STEP = 9
 COLUMNS = (20, 70, 120, 170, 220, 270, 330)

@@ -30,6 +30,7 @@ MAX_STEPS = 100_000
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 FACE_PACKAGES = ("mediapipe", "cv2")
 STRIP_MARGIN = 4.0            # pixels per strip image kept free of the panel's right edge
+PSNR_PLOT_HEIGHT = 40.0       # UI units
 
 
 class FormError(ValueError):
@@ -153,7 +154,7 @@ class InvertPanel(Panel):
         live = self.live
         if live.psnr:
             values = np.asarray(live.psnr, dtype=np.float32)
-            imgui.plot_lines("##psnr", values, graph_size=imgui.ImVec2(-1, 40 * ctx.scale),
+            imgui.plot_lines("##psnr", values, graph_size=imgui.ImVec2(-1, PSNR_PLOT_HEIGHT * ctx.scale),
                              overlay_text=f"PSNR {values[-1]:.2f} dB (best {values.max():.2f})")
         if self.outcome is not None:
             o = self.outcome

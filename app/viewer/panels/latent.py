@@ -14,6 +14,7 @@ from .base import Panel, help_marker, needs_latent
 
 DEFAULT_NUM_WS = 14
 PSI_SLIDER = (-1.0, 1.5)
+PROJECTED_COLOUR = (0.5, 0.9, 0.6, 1.0)
 
 
 def set_seed(latent: S.LatentSection, seed: int) -> None:
@@ -35,7 +36,7 @@ class LatentPanel(Panel):
         lat = ctx.state.latent
         if lat.projection is not None:
             self.heading = f"projected: {os.path.basename(lat.projection)}"
-            imgui.text_colored(imgui.ImVec4(0.5, 0.9, 0.6, 1.0), self.heading)
+            imgui.text_colored(imgui.ImVec4(*PROJECTED_COLOUR), self.heading)
             help_marker(f"{lat.projection}\nSHA-256 {lat.projection_sha256}\n"
                         "the latent of a projection file (visualizer.py invert or the Invert panel); "
                         "truncation and style mixing apply to it")
