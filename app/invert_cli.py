@@ -134,6 +134,30 @@ def parse_camera(spec: str, G):
     return pose_label(G, yaw, pitch).cpu(), f"yaw {yaw:g}, pitch {pitch:g} degrees"
 
 
+def target_and_camera(image_path: Path, spec: str, G):
+    """(target [1, 3, S, S] in [-1, 1], label [1, 25], description) of an image and a --camera
+    spec; `auto` aligns the face (model.faces) and takes the label from its head pose."""
+    import torch
+    label, cam_text = parse_camera(spec, G)
+    if label is not None:
+        return load_image(str(image_path), G.img_resolution), label, cam_text
+    from model import faces
+    import numpy as np
+    import PIL.Image
+    try:
+        photo = np.asarray(PIL.Image.open(image_path).convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise InvertError(f"{image_path}: not a readable image ({exc})") from None
+    r = G.cfg.rendering
+    try:
+        face = faces.align(photo, radius=r.avg_camera_radius, pivot=r.avg_camera_pivot,
+                           fov_degrees=r.avg_camera_fov)
+    except faces.FaceError as exc:
+        raise InvertError(f"{image_path}: {exc}") from None
+    cam_text = f"auto: face yaw {face.yaw:+.1f}, pitch {face.pitch:+.1f} degrees, eyes at {face.eye_angle:+.1f}"
+    return image_tensor(face.crop, G.img_resolution), torch.tensor(face.label, dtype=torch.float32)[None], cam_text
+
+
 def _discriminator(network: Path, device: str):
     import model
     try:
@@ -162,26 +186,7 @@ def run(args) -> Path:
     G = getattr(G, "G", G) if getattr(G, "projected_ws", None) is not None else G   # a projection: its G
     if getattr(G, "is_scene", False):
         raise InvertError(f"{network}: a fitted scene has no latent to invert")
-    label, cam_text = parse_camera(args.camera, G)
-    if label is None:
-        from model import faces
-        import numpy as np
-        import PIL.Image
-        try:
-            photo = np.asarray(PIL.Image.open(image_path).convert("RGB"))
-        except (OSError, ValueError) as exc:
-            raise InvertError(f"{image_path}: not a readable image ({exc})") from None
-        r = G.cfg.rendering
-        try:
-            face = faces.align(photo, radius=r.avg_camera_radius, pivot=r.avg_camera_pivot,
-                               fov_degrees=r.avg_camera_fov)
-        except faces.FaceError as exc:
-            raise InvertError(f"{image_path}: {exc}") from None
-        target = image_tensor(face.crop, G.img_resolution)
-        label = torch.tensor(face.label, dtype=torch.float32)[None]
-        cam_text = f"auto: face yaw {face.yaw:+.1f}, pitch {face.pitch:+.1f} degrees, eyes at {face.eye_angle:+.1f}"
-    else:
-        target = load_image(str(image_path), G.img_resolution)
+    target, label, cam_text = target_and_camera(image_path, args.camera, G)
     lpips = None
     if args.vgg:
         from model.lpips import LPIPSLoadError, load_lpips

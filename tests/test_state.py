@@ -90,7 +90,8 @@ def test_latent_key_covers_every_field():
     import dataclasses
     base = S.LatentSection()
     changed = dict(seed=1, seed_frac=0.5, trunc_psi=0.5, trunc_cutoff=3, interp_enabled=True, interp_seed_a=4,
-                   interp_seed_b=5, interp_t=0.5, mix_enabled=True, mix_seed=9, mix_layers=[1])
+                   interp_seed_b=5, interp_t=0.5, mix_enabled=True, mix_seed=9, mix_layers=[1],
+                   projection="p.safetensors", projection_sha256="0" * 64)
     assert set(changed) == {f.name for f in dataclasses.fields(S.LatentSection)}
     keys = {base.key()}
     for name, value in changed.items():

@@ -2,8 +2,8 @@
 
 - `schema`: `ViewerState` (latent / camera / conditioning / render sections), JSON + PNG
   loading, the one validation of every number (`StateError`, a ValueError naming the field);
-- `render`: camera labels, ws, the planes cache, `render_state` (`Renderable.render`), and the
-  inspection views (`layer_view`, `planes_view`, `trace_ray`);
+- `render`: camera labels, ws (seeds or a projection file), the planes cache, `render_state`
+  (`Renderable.render`), and the inspection views (`layer_view`, `planes_view`, `trace_ray`);
 - `display`: colour maps, robust ranges, `to_display_rgb`, the inspection views' normalisation
   (one channel, PCA, grid, planes side by side), the state in PNG metadata;
 - `models`: `load_model` (a generator or a fitted scene).
@@ -12,9 +12,10 @@ from .display import (channel_grid, colour_channel, fit_planes_pca, inspect_rgb,
                       planes_side_by_side, feature_channel, image_to_uint8, png_state_text, robust_range, state_from_png,
                       state_from_png_safe, to_display_rgb)
 from .models import load_model
-from .render import (PCACache, bypasses_planes_cache, capture_layer, layer_view, planes_view, ray_index, trace_ray, PlanesCache, camera_label, compute_ws, conditioning_label, conditioning_pose,
-                     mix_layer_indices, model_camera_defaults, pose_label, render_settings, render_state,
-                     resolved_camera, z_from_seed)
+from .render import (PCACache, bypasses_planes_cache, capture_layer, layer_view, planes_view, ray_index, trace_ray,
+                     PlanesCache, camera_label, compute_ws, conditioning_label, conditioning_pose,
+                     mix_layer_indices, model_camera_defaults, pose_label, projected_ws, projection_ref,
+                     render_settings, render_state, resolved_camera, z_from_seed)
 from .schema import (COND_MODES, FLAT_NAMES, MAX_SEED, NOISE_MODES, PNG_STATE_KEY, RENDER_TYPES,
                      STATE_VERSION, VIEW_MODES, CameraSection, ConditioningSection, LatentSection,
                      LayersSection, PlanesSection, RaySection, RenderSection, StateError, ViewerState)
@@ -26,7 +27,7 @@ __all__ = [
     "feature_channel", "image_to_uint8", "png_state_text", "robust_range", "state_from_png",
     "state_from_png_safe", "to_display_rgb", "load_model", "PlanesCache", "camera_label", "compute_ws",
     "conditioning_label", "conditioning_pose", "mix_layer_indices", "model_camera_defaults", "pose_label",
-    "render_settings", "render_state", "resolved_camera", "z_from_seed", "COND_MODES", "FLAT_NAMES",
+    "projected_ws", "projection_ref", "render_settings", "render_state", "resolved_camera", "z_from_seed", "COND_MODES", "FLAT_NAMES",
     "MAX_SEED", "NOISE_MODES", "PNG_STATE_KEY", "RENDER_TYPES", "STATE_VERSION", "CameraSection",
     "ConditioningSection", "LatentSection", "RenderSection", "StateError", "ViewerState",
 ]

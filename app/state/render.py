@@ -6,6 +6,7 @@ reproduced exactly. Every model is a `model.interface.Renderable`.
 from __future__ import annotations
 
 import math
+import os
 import time
 import weakref
 from collections import OrderedDict
@@ -17,7 +18,7 @@ import torch
 from model import camera as cam
 from model.device import module_device
 
-from .schema import MAX_SEED, ViewerState
+from .schema import MAX_SEED, StateError, ViewerState
 
 PLANES_CACHE_SIZE = 4
 
@@ -96,15 +97,68 @@ def ws_for_seed(G, seed: int, c: torch.Tensor, psi: float, cutoff: Optional[int]
     return G.mapping(z, c, truncation_psi=psi, truncation_cutoff=cutoff)
 
 
+_PROJECTED: Dict[tuple, tuple] = {}       # (path, size, mtime_ns) -> (sha256, ws [1, num_ws, w_dim])
+
+
+def projection_ref(path) -> Optional[tuple]:
+    """(absolute path, SHA-256) of a projection file, or None for any other file: what a latent
+    section records to reference it."""
+    from model.projection import is_projection
+    if not is_projection(path):
+        return None
+    path = os.path.abspath(str(path))
+    return path, _projection_file(path)[0]
+
+
+def _projection_file(path: str) -> tuple:
+    """(sha256, ws) of a projection file, read once per file version (size, mtime)."""
+    from safetensors import safe_open
+    from model.projection import file_sha256
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise StateError(f"viewer state: latent.projection {path}: no such file") from None
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _PROJECTED:
+        try:
+            with safe_open(path, framework="pt") as f:
+                ws = f.get_tensor("ws").float()
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+            raise StateError(f"viewer state: latent.projection {path}: not a projection file ({exc})") from None
+        _PROJECTED.clear()                   # one file version at a time is what a view needs
+        _PROJECTED[key] = (file_sha256(path), ws)
+    return _PROJECTED[key]
+
+
+def projected_ws(G, state: ViewerState) -> torch.Tensor:
+    """The projection's ws [1, num_ws, w_dim] of the state's latent section, after checking the
+    file is the one the state references (its SHA-256) and fits G."""
+    lat = state.latent
+    sha, ws = _projection_file(os.path.abspath(lat.projection))
+    if sha != lat.projection_sha256:
+        raise StateError(f"viewer state: latent.projection {lat.projection} has changed since this view was "
+                         f"saved (SHA-256 {sha[:12]}... is not {lat.projection_sha256[:12]}...)")
+    if tuple(ws.shape) != (1, G.num_ws, G.w_dim):
+        raise StateError(f"viewer state: latent.projection {lat.projection}: ws {tuple(ws.shape)} do not fit "
+                         f"the model (num_ws {G.num_ws}, w_dim {G.w_dim}); open the projection itself")
+    return ws
+
+
 def compute_ws(G, state: ViewerState, c: Optional[torch.Tensor] = None) -> torch.Tensor:
     """ws [1, num_ws, w_dim] of the state's latent section: seed (or A->B / fractional seed
-    interpolation in w), truncation, then style mixing of the chosen layers from `mix_seed`.
-    `c` overrides the conditioning label (default: `conditioning_label(state, G)`)."""
+    interpolation in w) or a projection file, truncation, then style mixing of the chosen
+    layers from `mix_seed`. `c` overrides the conditioning label (default:
+    `conditioning_label(state, G)`)."""
     if c is None:
         c = conditioning_label(state, G)
     lat = state.latent
     psi, cutoff = float(lat.trunc_psi), lat.trunc_cutoff
     with torch.no_grad():
+        if lat.projection is not None:
+            from model.projection import ProjectedGenerator
+            G = getattr(G, "G", G) if isinstance(G, ProjectedGenerator) else G    # seeds map with G itself
+            ws = ProjectedGenerator(G, projected_ws(G, state).to(c.device)).mapping(None, c, psi, cutoff)
+            return _mix(G, state, ws, c, psi, cutoff)
         if lat.interp_enabled:
             a, b, t = lat.interp_seed_a, lat.interp_seed_b, float(lat.interp_t)
         else:
@@ -112,11 +166,16 @@ def compute_ws(G, state: ViewerState, c: Optional[torch.Tensor] = None) -> torch
         ws = ws_for_seed(G, a, c, psi, cutoff)
         if t != 0.0:
             ws = torch.lerp(ws, ws_for_seed(G, b, c, psi, cutoff), t)
-        layers = mix_layer_indices(state, ws.shape[1])
-        if layers:
-            ws_mix = ws_for_seed(G, lat.mix_seed, c, psi, cutoff)
-            ws = ws.clone()
-            ws[:, layers] = ws_mix[:, layers]
+        return _mix(G, state, ws, c, psi, cutoff)
+
+
+def _mix(G, state: ViewerState, ws: torch.Tensor, c: torch.Tensor, psi: float, cutoff) -> torch.Tensor:
+    """ws with the chosen layers taken from `mix_seed` (style mixing)."""
+    layers = mix_layer_indices(state, ws.shape[1])
+    if layers:
+        ws_mix = ws_for_seed(G, state.latent.mix_seed, c, psi, cutoff)
+        ws = ws.clone()
+        ws[:, layers] = ws_mix[:, layers]
     return ws
 
 

@@ -50,6 +50,7 @@ VIEW_MODES = ("channel", "pca", "grid")     # how a layer or the planes are colo
 MAX_GRID = 64                     # channels in a grid view
 MAX_LAYER_NAME = 120
 LAYER_NAME_PATTERN = r"[A-Za-z0-9_.]+"
+SHA256_HEX = 64
 
 
 class StateError(ValueError):
@@ -90,6 +91,10 @@ class LatentSection:
     mix_enabled: bool = _spec(False, "bool")                          # ws[:, mix_layers] from mix_seed
     mix_seed: int = _seed(1)
     mix_layers: List[int] = _spec([], "ints", 0, MAX_LAYERS - 1)
+    # A projected latent (`model.projection` file, referenced by path and SHA-256 rather than its
+    # floats): overrides seed / interpolation; truncation and mixing still apply to it.
+    projection: Optional[str] = _spec(None, "str", optional=True)
+    projection_sha256: Optional[str] = _spec(None, "str", optional=True, length=SHA256_HEX)
 
     def key(self) -> tuple:
         """Hashable identity of the section (every field, so a new field is never left out)."""
@@ -313,6 +318,10 @@ class ViewerState:
                 raise StateError(f"viewer state: {sec} must be a {SECTION_TYPES[sec].__name__}")
             for f in dataclasses.fields(section):
                 _check(f"{sec}.{f.name}", getattr(section, f.name), f.metadata)
+        lat = self.latent
+        if (lat.projection is None) != (lat.projection_sha256 is None):
+            raise StateError("viewer state: latent.projection and latent.projection_sha256 go together "
+                             "(both set, or both null)")
 
 
 def _flat(name: str) -> Tuple[str, str]:
@@ -377,6 +386,11 @@ def _check(name: str, value: Any, m) -> None:
         raise StateError(f"viewer state: {name}={_show(value)} is not a layer name (letters, digits, '.', '_')")
     if m["choices"] and value not in m["choices"]:
         raise StateError(f"viewer state: {name}={_show(value)}; one of {', '.join(m['choices'])}")
+    if kind == "str" and m["length"] is not None and not (
+            len(value) == m["length"] and all(ch in "0123456789abcdef" for ch in value)):
+        raise StateError(f"viewer state: {name}={_show(value)} must be {m['length']} lowercase hex digits")
+    if kind == "str":
+        return
     items = value if isinstance(value, list) else [value] if kind in ("int", "float") else []
     if m["length"] is not None and len(items) != m["length"]:
         raise StateError(f"viewer state: {name}={_show(value)} must have {m['length']} values")

@@ -136,6 +136,7 @@ class Actions:
     start_task: Callable[..., Any]                       # (slot, name, fn, on_finish=None, unit="")
     refresh_textures: Callable[[], None]                 # re-upload after a filter change
     pixel_zoom: Callable[[], None]                       # 1 image pixel = 1 screen pixel
+    texture: Callable[[str, np.ndarray], Optional[int]]  # (key, rgb uint8 [H, W, 3]) -> GL texture id
 
     @classmethod
     def names(cls):
@@ -162,6 +163,7 @@ class ViewerContext:
     missing_default: Optional[str] = None      # the default checkpoint, when it is absent
     pointer_uv: Optional[Tuple[float, float]] = None   # the pointer over the image, [0, 1] (x, y)
     clicked_uv: Optional[Tuple[float, float]] = None   # a click (no drag) on the image this frame
+    dropped_image: Optional[str] = None        # an image dropped onto the window (the Invert panel takes it)
 
     @property
     def has_latent(self) -> bool:

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  python visualizer.py turntable --state view.json --out turntable.mp4",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", default=None,
-                   help=f"generator to open: our .safetensors or an official EG3D .pkl, or a fitted "
+                   help=f"generator to open: our .safetensors or an official EG3D .pkl, a projection "
+                        f"(visualizer.py invert: the generator with that latent), or a fitted "
                         f"scene (train.py sso: scene.safetensors or its run folder) "
                         f"(default: {DEFAULT_MODEL_PATH.relative_to(DEFAULT_MODEL_PATH.parent.parent)} "
                         f"if it exists, else the viewer opens with no model)")
@@ -79,6 +80,8 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     model_path = args.model
+    if model_path is None and state is not None and state.latent.projection is not None:
+        model_path = state.latent.projection           # a view of a projection opens that projection
     if model_path is None and DEFAULT_MODEL_PATH.is_file():
         model_path = str(DEFAULT_MODEL_PATH)
     try:

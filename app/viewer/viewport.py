@@ -315,7 +315,8 @@ class Viewport:
             latent = [f"scene ({ctx.info.repr if ctx.info else ''})"]
         else:
             frac = f"+{s.latent.seed_frac:.2f}" if s.latent.seed_frac else ""
-            latent = [f"seed {s.latent.seed}{frac}", f"cond {s.conditioning.mode}"]
+            seed = "projected" if s.latent.projection is not None else f"seed {s.latent.seed}{frac}"
+            latent = [seed, f"cond {s.conditioning.mode}"]
         parts = [ctx.info.name if ctx.model is not None and ctx.info else "no model", latent[0],
                  f"yaw {cam['yaw']:+.1f} pitch {cam['pitch']:+.1f} r {cam['radius']:.2f} fov {cam['fov']:.1f}",
                  *latent[1:], s.render.type]

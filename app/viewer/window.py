@@ -25,6 +25,7 @@ from . import shortcuts
 from .context import Actions, ModelInfo, ViewerContext, ViewerSettings
 from .dataset_poses import read_dataset_poses
 from .panels import make_panels
+from .panels.invert import IMAGE_EXTENSIONS
 from .tasks import TaskBoard
 from .viewport import Viewport
 
@@ -79,6 +80,7 @@ class Viewer:
         self._captured: Optional[np.ndarray] = None
         self._last_time = time.perf_counter()
         self._closed = False
+        self._textures: dict = {}                    # panel images (Actions.texture)
         import torch
         self._torch_threads = torch.get_num_threads()
         threads = threads or default_render_threads(device)
@@ -254,6 +256,9 @@ class Viewer:
                 self.load_state(p)
             elif os.path.isdir(p) and is_scene(p):          # a fitted scene's run folder
                 self.open_model(p)
+            elif low.endswith(IMAGE_EXTENSIONS):
+                self.ctx.dropped_image = p                   # a photo to invert
+                self.message(f"image {os.path.basename(p)}: invert it in the Invert panel")
             elif low.endswith(".zip") or os.path.isdir(p):
                 self.ctx.settings.dataset_path = p
                 self.load_dataset(p)
@@ -269,7 +274,7 @@ class Viewer:
                        load_dataset=self.load_dataset, swap_conditioning=self.swap_conditioning,
                        set_clipboard=self.imgui.set_clipboard_text, get_clipboard=self.imgui.get_clipboard_text,
                        message=self.message, fail=self.fail, start_task=self.start_task,
-                       refresh_textures=self.refresh_textures, pixel_zoom=self.pixel_zoom)
+                       refresh_textures=self.refresh_textures, pixel_zoom=self.pixel_zoom, texture=self.texture)
 
     def message(self, text: str) -> None:
         self.messages = (self.messages + [(time.perf_counter(), text)])[-MAX_MESSAGES:]
@@ -297,7 +302,7 @@ class Viewer:
             return
         device = self.device
         self.tasks.start("model", f"loading {os.path.basename(path.rstrip('/'))}",
-                         lambda progress, cancel: S.load_model(path, device=device),
+                         lambda progress, cancel: (S.load_model(path, device=device), S.projection_ref(path)),
                          on_finish=lambda task: self._model_opened(path, task))
 
     def _model_opened(self, path: str, task) -> None:
@@ -306,7 +311,7 @@ class Viewer:
             kept = f" (kept {ctx.info.name})" if ctx.info is not None else ""
             self.fail(f"could not open {path}: {task.error}{kept}")
             return
-        G = task.result
+        G, projection = task.result
         had_latent = ctx.info.has_latent if ctx.info is not None else True
         self.worker.set_model(G)
         self._model_serial += 1
@@ -317,9 +322,29 @@ class Viewer:
             ctx.state.camera = S.CameraSection()     # a generator's camera means nothing for a scene
         if ctx.state.render.type not in ctx.render_types():
             ctx.state.render.type = "final"
+        self._set_projected(projection)
         self._add_recent(path)
         self.glfw.set_window_title(self.window, f"{APP_NAME} - {ctx.info.name}")
         self.message(f"opened {ctx.info.name} in {task.seconds:.1f} s")
+
+    def _set_projected(self, projection: Optional[Tuple[str, str]]) -> None:
+        """A projection file opened: its latent becomes the current one (psi 1, no mixing) unless
+        the state already references this very file (a saved view being reproduced). Any other
+        model: back to seeds (another model's projection does not fit it)."""
+        lat = self.ctx.state.latent
+        if projection is None:
+            lat.projection = lat.projection_sha256 = None
+        elif (lat.projection, lat.projection_sha256) != projection:
+            lat.projection, lat.projection_sha256 = projection
+            lat.trunc_psi, lat.trunc_cutoff, lat.interp_enabled, lat.mix_enabled = 1.0, None, False, False
+
+    def texture(self, key: str, rgb: np.ndarray) -> int:
+        """A GL texture holding rgb (uint8 [H, W, 3]) for a panel's image, one per key."""
+        tex = self._textures.get(key)
+        if tex is None:
+            tex = self._textures[key] = self.viewport._make_texture()
+        self.viewport._upload(tex, np.ascontiguousarray(rgb, dtype=np.uint8), True)
+        return tex
 
     def load_dataset(self, path: str) -> None:
         path = os.path.expanduser(str(path).strip())

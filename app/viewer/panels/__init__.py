@@ -11,6 +11,7 @@ from .base import Panel
 from .camera import CameraPanel
 from .capture import CapturePanel
 from .conditioning import ConditioningPanel
+from .invert import InvertPanel
 from .latent import LatentPanel
 from .layers import LayersPanel
 from .mesh import MeshPanel
@@ -26,9 +27,9 @@ from .turntable import TurntablePanel
 def make_panels(recent=None) -> List[Panel]:
     return [ModelPanel(recent), LatentPanel(), MixingPanel(), CameraPanel(), ConditioningPanel(),
             RenderPanel(), LayersPanel(), PlanesPanel(), RayPanel(), PerfPanel(), CapturePanel(),
-            TurntablePanel(), MeshPanel()]
+            TurntablePanel(), MeshPanel(), InvertPanel()]
 
 
-__all__ = ["Panel", "make_panels", "CameraPanel", "CapturePanel", "ConditioningPanel", "LatentPanel",
-           "LayersPanel", "MeshPanel", "MixingPanel", "ModelPanel", "PerfPanel", "PlanesPanel", "RayPanel",
-           "RenderPanel", "TurntablePanel"]
+__all__ = ["Panel", "make_panels", "CameraPanel", "CapturePanel", "ConditioningPanel", "InvertPanel",
+           "LatentPanel", "LayersPanel", "MeshPanel", "MixingPanel", "ModelPanel", "PerfPanel", "PlanesPanel",
+           "RayPanel", "RenderPanel", "TurntablePanel"]

@@ -1,7 +1,9 @@
-"""Latent panel: seed, continuous seed sweep, A -> B interpolation in w, truncation."""
+"""Latent panel: seed, continuous seed sweep, A -> B interpolation in w, truncation; or the
+projected latent of a projection file (then truncation and style mixing apply to it)."""
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from imgui_bundle import imgui
@@ -12,6 +14,7 @@ from .base import Panel, help_marker, needs_latent
 
 DEFAULT_NUM_WS = 14
 PSI_SLIDER = (-1.0, 1.5)
+PROJECTED_COLOUR = (0.5, 0.9, 0.6, 1.0)
 
 
 def set_seed(latent: S.LatentSection, seed: int) -> None:
@@ -27,7 +30,24 @@ class LatentPanel(Panel):
     def available(self, model) -> bool:
         return needs_latent(model)
 
+    heading = ""                       # what the last frame said the latent is ("seed 5", "projected: ...")
+
     def draw(self, ctx) -> None:
+        lat = ctx.state.latent
+        if lat.projection is not None:
+            self.heading = f"projected: {os.path.basename(lat.projection)}"
+            imgui.text_colored(imgui.ImVec4(*PROJECTED_COLOUR), self.heading)
+            help_marker(f"{lat.projection}\nSHA-256 {lat.projection_sha256}\n"
+                        "the latent of a projection file (visualizer.py invert or the Invert panel); "
+                        "truncation and style mixing apply to it")
+            if imgui.button("use seeds instead"):
+                lat.projection = lat.projection_sha256 = None
+        else:
+            self.heading = f"seed {lat.seed}"
+            self._draw_seeds(ctx)
+        self._draw_truncation(ctx)
+
+    def _draw_seeds(self, ctx) -> None:
         lat, st = ctx.state.latent, ctx.settings
         changed, seed = imgui.input_int("seed", lat.seed, 1, 10)
         if changed:
@@ -53,6 +73,9 @@ class LatentPanel(Panel):
             _, t = imgui.slider_float("t (A -> B)", lat.interp_t, 0.0, 1.0, "%.3f",
                                       imgui.SliderFlags_.always_clamp)
             lat.interp_t = float(np.clip(t, 0.0, 1.0))
+
+    def _draw_truncation(self, ctx) -> None:
+        lat = ctx.state.latent
         imgui.separator()
         _, psi = imgui.slider_float("truncation psi", lat.trunc_psi, *PSI_SLIDER, "%.2f")
         if math.isfinite(psi):
