@@ -118,7 +118,7 @@ def capture_layers(G, ws: torch.Tensor, c: torch.Tensor, names: Optional[Iterabl
             store["mapping"] = ws.detach()
         if planes is None or any(_stage(n) == "backbone" for n in wanted):
             planes = G.planes(ws, noise_mode=noise_mode)
-        out = G.render(planes, ws, c, **render_kwargs)
+        out = G.render(planes, ws, c, path="reference", **render_kwargs)
     extra = {"planes": planes, "feature_image": out["feature_image"], "image": out.get("image")}
     store.update({k: v for k, v in extra.items() if k in wanted and v is not None})
     return {n: store[n] for n in layer_names(G) if n in store}, out

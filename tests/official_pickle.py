@@ -10,7 +10,6 @@ stand-in modules in `sys.modules`; nothing official is imported or executed.
 """
 from __future__ import annotations
 
-import contextlib
 import pickle
 import sys
 import types
@@ -22,58 +21,79 @@ PLACEHOLDER_SOURCE = "# source omitted from this test snapshot"
 PERSISTENT_VERSION = 6
 
 
-@contextlib.contextmanager
-def _official_names():
-    """Stand-in modules so pickle can name the official globals while writing."""
-    made = {}
+_MISSING = object()
 
-    def module(name: str) -> types.ModuleType:
+
+class _Names:
+    """Makes the official globals nameable by pickle while writing, and undoes every change.
+
+    Official classes that exist here (torch's Sequential, Softplus) are written by reference to
+    the real class, as real snapshots are; the others get empty stand-in classes in stand-in
+    modules. Nothing that existed before is replaced."""
+
+    def __init__(self):
+        self.undo = []                                  # (object, attribute, previous value)
+        self.classes = {}
+
+        def reconstruct(meta):  # never called: only its name is written
+            raise AssertionError("stand-in only")
+
+        reconstruct.__module__, reconstruct.__qualname__ = "torch_utils.persistence", "_reconstruct_persistent_obj"
+        self.reconstruct = reconstruct
+        self.easydict = type("EasyDict", (dict,), {"__module__": "dnnlib.util"})
+        self._set(self.module("torch_utils.persistence"), "_reconstruct_persistent_obj", reconstruct)
+        self._set(self.module("dnnlib.util"), "EasyDict", self.easydict)
+
+    def _set(self, obj, name, value):
+        self.undo.append((obj, name, getattr(obj, name, _MISSING)))
+        setattr(obj, name, value)
+
+    def module(self, name: str) -> types.ModuleType:
         parts = name.split(".")
         for i in range(1, len(parts) + 1):              # parents first: import needs them
             sub = ".".join(parts[:i])
             if sub not in sys.modules:
-                made[sub] = sys.modules[sub] = types.ModuleType(sub)
+                self.undo.append((sys.modules, sub, _MISSING))
+                sys.modules[sub] = types.ModuleType(sub)
                 if i > 1:
-                    setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], made[sub])
+                    self._set(sys.modules[".".join(parts[:i - 1])], parts[i - 1], sys.modules[sub])
         return sys.modules[name]
 
-    def reconstruct(meta):  # never called: only its name is written
-        raise AssertionError("stand-in only")
+    def cls(self, path: str) -> type:
+        if path not in self.classes:
+            mod, _, name = path.rpartition(".")
+            existing = getattr(sys.modules.get(mod), name, None)
+            if isinstance(existing, type):
+                self.classes[path] = existing
+            else:
+                self.classes[path] = type(name, (), {"__module__": mod})
+                self._set(self.module(mod), name, self.classes[path])
+        return self.classes[path]
 
-    reconstruct.__module__, reconstruct.__qualname__ = "torch_utils.persistence", "_reconstruct_persistent_obj"
-    module("torch_utils.persistence")._reconstruct_persistent_obj = reconstruct
-    easydict = type("EasyDict", (dict,), {"__module__": "dnnlib.util"})
-    module("dnnlib.util").EasyDict = easydict
-    classes = {}
-    try:
-        yield reconstruct, easydict, classes, module
-    finally:
-        for name in made:
-            sys.modules.pop(name, None)
+    def restore(self):
+        for obj, name, old in reversed(self.undo):
+            if obj is sys.modules:
+                sys.modules.pop(name, None) if old is _MISSING else sys.modules.__setitem__(name, old)
+            elif old is _MISSING:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, old)
 
 
 class _Writer(pickle.Pickler):
-    def __init__(self, file, names):
+    def __init__(self, file, names: _Names):
         super().__init__(file, protocol=4)
-        self.reconstruct, self.easydict, self.classes, self.module = names
-
-    def _class(self, path: str) -> type:
-        if path not in self.classes:
-            mod, _, name = path.rpartition(".")
-            cls = type(name, (), {"__module__": mod})
-            setattr(self.module(mod), name, cls)
-            self.classes[path] = cls
-        return self.classes[path]
+        self.names = names
 
     def reducer_override(self, obj):
         if isinstance(obj, pkl_import._PersistentObject):
             meta = dict(type="class", version=obj.meta_version or PERSISTENT_VERSION,
                         module_src=PLACEHOLDER_SOURCE, class_name=obj.class_name, state=obj.state)
-            return self.reconstruct, (meta,)
+            return self.names.reconstruct, (meta,)
         if isinstance(obj, pkl_import.OfficialObject):
-            return self._class(obj.class_path), obj.args, obj.state
+            return self.names.cls(obj.class_path), obj.args, obj.state
         if isinstance(obj, pkl_import._EasyDict):
-            return self.easydict, (dict(obj),)
+            return self.names.easydict, (dict(obj),)
         return NotImplemented
 
 
@@ -108,6 +128,10 @@ def modules(obj):
 
 
 def write_snapshot(path: Path, data: dict) -> Path:
-    with _official_names() as names, open(path, "wb") as f:
-        _Writer(f, names).dump(data)
+    names = _Names()
+    try:
+        with open(path, "wb") as f:
+            _Writer(f, names).dump(data)
+    finally:
+        names.restore()
     return path

@@ -39,8 +39,11 @@ def tiny_g(fixture_dir):
 
 
 def test_roundtrip_writer_reproduces_the_fixture(raw, tmp_path, tiny_g):
-    """The test writer itself: re-pickling the parsed fixture gives identical tensors."""
+    """The test writer itself: re-pickling the parsed fixture gives identical tensors, and leaves
+    the interpreter as it was (no stand-in module or class stays behind)."""
+    modules_before, sequential = set(sys.modules), torch.nn.Sequential
     path = write_snapshot(tmp_path / "copy.pkl", raw["tiny128"])
+    assert set(sys.modules) == modules_before and torch.nn.modules.container.Sequential is sequential
     G = model.load(path)
     assert G.cfg == tiny_g.cfg
     for (k, a), (_, b) in zip(G.state_dict().items(), tiny_g.state_dict().items()):

@@ -400,8 +400,9 @@ def render_grid(G_ema, grid_z, grid_c, batch: int, device, seed: int, progress: 
     from tqdm import tqdm
 
     devices = [device] if device.type == "cuda" else []
+    # mininterval=0: a grid is a handful of batches, each worth showing
     bar = tqdm(total=len(grid_z), unit="img", desc="sample grid", leave=False, dynamic_ncols=True,
-               disable=None if progress else True)
+               mininterval=0, miniters=1, disable=None if progress else True)
     with torch.random.fork_rng(devices=devices), bar:
         torch.manual_seed(seed)
         images, raws, depths = [], [], []
