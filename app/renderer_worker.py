@@ -28,6 +28,7 @@ from model.preview import upsampled_raw
 from . import state as S
 
 PREVIEW_TARGET_MS = 60.0
+PARENT_CHECK_S = 2.0           # how often an idle render process checks that the viewer lives
 PREVIEW_FACTORS = (2, 3, 4, 6, 8)
 PREVIEW_MIN_RES = 16
 WS_CACHE_SIZE = 64
@@ -243,14 +244,25 @@ class _Renderer:
         return frame
 
 
-def _serve(requests, results, nice: int, threads: Optional[int]) -> None:
-    """The render process: apply model changes in order, render only the newest request."""
+def _serve(requests, results, nice: int, threads: Optional[int], parent: int) -> None:
+    """The render process: apply model changes in order, render only the newest request.
+    `parent` is the viewer's pid (taken there: it may have died before this process starts)."""
     if nice and hasattr(os, "nice"):
         os.nice(nice)
     if threads:
         torch.set_num_threads(int(threads))
     torch.set_grad_enabled(False)
     r, model_serial, backlog = _Renderer(), 0, []
+
+    def next_message():
+        """Block for the next message, but end with the viewer: a worker whose parent died
+        (killed, crashed) exits instead of waiting forever."""
+        while True:
+            try:
+                return requests.get(timeout=PARENT_CHECK_S)
+            except queue.Empty:
+                if os.getppid() != parent:
+                    raise SystemExit from None
 
     def newest():
         """Drain the queue: model messages take effect, the last render request wins."""
@@ -275,7 +287,7 @@ def _serve(requests, results, nice: int, threads: Optional[int]) -> None:
 
     try:
         while True:
-            backlog.append(requests.get())
+            backlog.append(next_message())
             req = newest()
             if req is None or r.G is None:
                 continue
@@ -316,7 +328,7 @@ class RenderWorker:
         context = mp.get_context("spawn")
         self._requests = context.Queue()
         self._results = context.Queue()
-        self._proc = context.Process(target=_serve, args=(self._requests, self._results, nice, threads),
+        self._proc = context.Process(target=_serve, args=(self._requests, self._results, nice, threads, os.getpid()),
                                      name="eg3d-render", daemon=True)
         self._proc.start()
         self.pid = self._proc.pid

@@ -140,3 +140,30 @@ def test_preview_skips_the_super_resolution_and_refines_to_the_full_frame(worker
     assert not full.preview
     direct = S.to_display_rgb(S.render_state(G, s), s)
     assert np.abs(full.rgb.astype(int) - direct.astype(int)).max() <= 1
+
+
+def test_render_process_ends_when_the_viewer_dies(tmp_path):
+    """A viewer killed outright (no stop message) must not leave its render process behind."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    code = ("import sys, time; sys.path.insert(0, %r)\n"
+            "from app.renderer_worker import RenderWorker\n"
+            "w = RenderWorker(threads=1); print(w._proc.pid, flush=True); time.sleep(600)\n") % str(REPO)
+    viewer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(viewer.stdout.readline())
+    viewer.send_signal(signal.SIGKILL)
+    viewer.wait(10)
+    end = time.perf_counter() + 30
+    while time.perf_counter() < end:
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":     # exited, not yet reaped by init
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.2)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the render process outlived the viewer")
