@@ -39,6 +39,28 @@ def text_error(text: str) -> None:
     imgui.text_colored(imgui.ImVec4(*ERROR_COLOUR), text)
 
 
+READY = object()      # export_gate's "go ahead"
+
+
+def export_gate(ctx, form):
+    """Before an export panel starts its task: `READY` when it may start; otherwise what its
+    `start` returns — the export already running, or None after reporting why not (no model, a
+    bad form field or view state)."""
+    if ctx.model is None:
+        ctx.actions.fail("no model loaded")
+        return None
+    running = ctx.tasks.get("export")
+    if running is not None and running.running:
+        return running
+    try:
+        form.validate()
+        ctx.state.validate()
+    except ValueError as exc:
+        ctx.actions.fail(str(exc))
+        return None
+    return READY
+
+
 def task_progress(task) -> None:
     """A running task's bar and cancel button."""
     label = f"{task.name}: {task.done}/{task.total} {task.unit}" if task.total else f"{task.name}..."

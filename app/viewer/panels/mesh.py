@@ -9,7 +9,7 @@ from typing import List, Optional
 import numpy as np
 from imgui_bundle import imgui
 
-from .base import Panel, help_marker, task_progress
+from .base import READY, Panel, export_gate, help_marker, task_progress
 from .turntable import FormError
 
 RES_RANGE = (8, 1024)
@@ -88,18 +88,9 @@ class MeshPanel(Panel):
     def start(self, ctx, out: Optional[str] = None):
         """Export a mesh of the current view's latent (app.mesh.export_mesh) as the 'export'
         task, with progress (density chunks) and cancel; a cancelled export leaves no file."""
-        if ctx.model is None:
-            ctx.actions.fail("no model loaded")
-            return None
-        running = ctx.tasks.get("export")
-        if running is not None and running.running:
-            return running
-        try:
-            self.form.validate()
-            ctx.state.validate()
-        except ValueError as exc:
-            ctx.actions.fail(str(exc))
-            return None
+        gate = export_gate(ctx, self.form)
+        if gate is not READY:
+            return gate
         from app import mesh
         f, G, state = self.form, ctx.model, ctx.state.copy()
         formats = f.formats()

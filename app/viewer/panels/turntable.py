@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 from imgui_bundle import imgui
 
-from .base import Panel, task_progress
+from .base import READY, Panel, export_gate, task_progress
 
 PATHS = ("360", "sweep", "orbit")             # app.export.CAMERA_PATHS
 PATH_LABELS = ("full 360 deg turn", "yaw sweep +- range", "official orbit (ellipse)")
@@ -82,18 +82,9 @@ class TurntablePanel(Panel):
 
     def start(self, ctx, out: Optional[str] = None):
         """Export a turntable of the current view (app.export) as the 'export' task."""
-        if ctx.model is None:
-            ctx.actions.fail("no model loaded")
-            return None
-        running = ctx.tasks.get("export")
-        if running is not None and running.running:
-            return running
-        try:
-            self.form.validate()
-            ctx.state.validate()
-        except ValueError as exc:
-            ctx.actions.fail(str(exc))
-            return None
+        gate = export_gate(ctx, self.form)
+        if gate is not READY:
+            return gate
         from app import export
         f, G, state = self.form, ctx.model, ctx.state.copy()
         out = os.path.expanduser(out or f.out)
