@@ -72,16 +72,24 @@ def fixture_dir() -> Path:
     return official_fixture_dir()
 
 
-@pytest.fixture()
-def one_thread():
+@contextlib.contextmanager
+def single_thread():
     """One intra-op thread for modules of many tiny ops (faster than two, which mostly
-    synchronise); also restores autograd in case an earlier in-process test left it off."""
+    synchronise); autograd on in case an earlier in-process test left it off; both restored."""
     before, grad = torch.get_num_threads(), torch.is_grad_enabled()
     torch.set_num_threads(1)
     torch.set_grad_enabled(True)
-    yield
-    torch.set_num_threads(before)
-    torch.set_grad_enabled(grad)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        torch.set_grad_enabled(grad)
+
+
+@pytest.fixture()
+def one_thread():
+    with single_thread():
+        yield
 
 
 @pytest.fixture()

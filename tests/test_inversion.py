@@ -18,7 +18,7 @@ from model import camera as cam
 from model import inversion as inv
 from model.inversion_losses import LossWeights, ReconstructionLoss, msssim_loss, psnr
 
-from conftest import REPO
+from conftest import REPO, single_thread
 
 SHIPPED = REPO / "checkpoints" / "portrait.safetensors"
 SEED = 101                                    # held-out subject
@@ -48,14 +48,9 @@ def image(G, ws, c):
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread_module():
-    """One torch thread for the whole module: these renders are many tiny ops, which two
-    threads only synchronise (and on a loaded machine, wait for)."""
-    before, grad = torch.get_num_threads(), torch.is_grad_enabled()
-    torch.set_num_threads(1)
-    torch.set_grad_enabled(True)
-    yield
-    torch.set_num_threads(before)
-    torch.set_grad_enabled(grad)
+    """One torch thread for the whole module: these renders are many tiny ops."""
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
