@@ -48,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not use the file's discriminator features even when it has a D")
     p.add_argument("--out", metavar="P.safetensors",
                    help="projection file (default: IMAGE_projection.safetensors next to the image; an existing "
-                        "file there is not overwritten)")
+                        "file there is not overwritten). An existing --out is replaced only if it is a "
+                        "projection, or with --overwrite; never the image or the network")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out that is not a projection file")
     p.add_argument("--video", metavar="ORBIT.mp4", help="also write an orbit video of the projection")
     p.add_argument("--frames", type=int, default=90, metavar="N", help="frames of --video (default 90)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
@@ -181,6 +184,10 @@ def run(args) -> Path:
     out = Path(args.out) if args.out else image_path.with_name(image_path.stem + "_projection.safetensors")
     if args.out is None and out.exists():
         raise InvertError(f"{out} exists; pass --out to choose the file (or to overwrite it)")
+    from app import DEFAULT_MODEL_PATH
+    from model.output import check_replace
+    check_replace(out, args.overwrite, projection.is_projection, what="projection",
+                  protect=[image_path, args.network or DEFAULT_MODEL_PATH])
     device = resolve_device(args.device)
     G, network = load_generator(args.network, device)
     G = getattr(G, "G", G) if getattr(G, "projected_ws", None) is not None else G   # a projection: its G

@@ -314,3 +314,31 @@ def test_debug_shows_the_traceback(tmp_path, tiny_ckpt):
     with pytest.raises(ExportError):
         C.main(["turntable", "--network", str(tiny_ckpt), "--bitrate", "xyz", "--debug", "--out",
                 str(tmp_path / "t.mp4")])
+
+
+def test_sso_refuses_a_folder_it_did_not_fit_into(tmp_path, capsys):
+    from training import sso
+    notes = unrelated(tmp_path / "mine", "config.json")          # the name the fit would write
+    code = sso.main(["--data", str(tmp_path / "absent.zip"), "--outdir", str(notes.parent)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and str(notes.parent) in err[0] and "--overwrite" in err[0]
+    assert survives(notes)
+    data = tmp_path / "scene"
+    data.mkdir()
+    assert sso.main(["--data", str(data), "--outdir", str(tmp_path), "--overwrite"]) == 2   # holds --data
+    assert "would replace the input" in capsys.readouterr().err
+
+
+def test_invert_out_never_replaces_the_image_or_a_foreign_file(tmp_path, capsys):
+    from app import invert_cli
+    from PIL import Image
+    image = tmp_path / "face.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    before = image.read_bytes()
+    notes = unrelated(tmp_path, "result.safetensors")
+    for out, extra, words in ((image, ["--overwrite"], "would replace the input"),
+                              (notes, [], "--overwrite")):
+        code = invert_cli.main([str(image), "--out", str(out), *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and str(out) in err[0] and words in err[0], err
+    assert image.read_bytes() == before and survives(notes)

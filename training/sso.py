@@ -62,7 +62,7 @@ import torch.nn.functional as F
 
 from model.camera import intrinsics_to_fov, make_label, split_label
 from model.config import RenderingConfig, to_dict
-from model.output import atomic_write
+from model.output import OutputRefused, atomic_write, check_replace
 from model.device import DeviceError, resolve_device
 from model.rendering import render_rays
 # The representations, their config and file format, and SceneField / load_scene live in
@@ -622,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-views", type=int, help="held-out views in periodic evaluations (all at the end)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0 = end and Ctrl-C only)")
     p.add_argument("--seed", type=int, default=0, help="initialisation and ray sampling seed")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing --outdir that is not a run folder of this tool (its files "
+                        "of the same names are replaced; never a folder holding --data)")
     p.add_argument("--resume", nargs="?", const="auto", metavar="CKPT",
                    help="continue from CKPT (default: OUTDIR/checkpoint.safetensors)")
     g = p.add_argument_group("representation sizes (0 = solved for the tri-plane's parameter budget)")
@@ -684,6 +687,11 @@ def config_from_args(args, data: Optional[MultiViewData] = None) -> SSOConfig:
     return cfg
 
 
+def _is_run_folder(path: Path) -> bool:
+    """A folder this tool fitted into: it holds our scene or checkpoint file."""
+    return is_scene(path) or is_scene(path / CHECKPOINT_NAME)
+
+
 def main(argv=None) -> int:
     """`python -m training.sso ...` and `train.py sso ...`. Returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -691,6 +699,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         out = Path(args.outdir)
+        check_replace(out, args.overwrite, _is_run_folder, protect=[args.data], what="run folder")
         resume = None
         if args.resume is not None:
             resume = out / CHECKPOINT_NAME if args.resume == "auto" else Path(args.resume)
@@ -710,7 +719,7 @@ def main(argv=None) -> int:
             mark = "*" if name == cfg.field.repr else " "
             print(f" {mark} {name:8s} {count:>12,d}  {desc}")
         summary = fit(cfg, data, out, resume, progress=not args.no_progress, device=resolve_device(args.device))
-    except (SSOError, DeviceError) as e:
+    except (SSOError, DeviceError, OutputRefused) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
