@@ -180,17 +180,19 @@ def _exit_code(result) -> int:
 
 def _run_torchrun(config) -> int:
     import torch
-    from training.loop import init_distributed, training_loop
+    from training.loop import init_distributed, leave_distributed, training_loop
 
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     init_distributed(rank, world, "env://", config.device, local_rank=local)
+    clean = False
     try:
         holder = [config.run_dir]
         torch.distributed.broadcast_object_list(holder, src=0)        # rank 0's choice of folder
         config.run_dir = holder[0]
         result = training_loop(config, rank=rank, world_size=world, local_rank=local)
+        clean = True
     finally:
-        torch.distributed.destroy_process_group()
+        leave_distributed(clean)
     return _exit_code(result)
 
 

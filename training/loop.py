@@ -799,15 +799,31 @@ def spawn_worker(rank: int, config_dict: Dict[str, Any], world_size: int, init_m
     config = TrainingConfig.from_dict(config_dict)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     init_distributed(rank, world_size, init_method, config.device)
+    clean = False
     try:
         training_loop(config, rank=rank, world_size=world_size)
+        clean = True
     except (TrainingError, model.CheckpointError, OSError) as exc:
         print(f"error (rank {rank}): {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1)
     finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        leave_distributed(clean)
+
+
+def leave_distributed(clean: bool) -> None:
+    """Leave the process group; after a clean finish, all ranks together.
+
+    Rank 0 still writes the last snapshot when the others finish. A rank that tears down its gloo
+    group while a peer is busy can abort in gloo's threads ("terminate called without an active
+    exception", exit -6), so a clean exit waits at a barrier first. After an error the peers may be
+    gone, so there is no barrier then.
+    """
+    if not torch.distributed.is_initialized():
+        return
+    if clean:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 __all__ = ["Trainer", "TrainingError", "NonFiniteError", "InfiniteSampler", "Stats", "training_loop",
-           "build_networks", "load_networks", "spawn_worker", "init_distributed", "render_grid"]
+           "build_networks", "load_networks", "spawn_worker", "init_distributed", "leave_distributed", "render_grid"]
