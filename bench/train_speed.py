@@ -13,7 +13,7 @@ regularisation at their intervals, EMA) on random images and cameras drawn from 
 distribution. The first configuration is the baseline; every `--compare KEY=VALUE[,KEY=VALUE]`
 adds one variant and the table shows its speed ratio (baseline sec/kimg / variant sec/kimg, > 1 =
 faster) and memory ratio. Keys: render_path (reference|fast: the ray marcher of G's training
-renders, model/fast_render.py), fused_modconv (inference_only|always|never), batch, batch_gpu,
+renders, model/fast_render.py: train.py --render-path), fused_modconv (inference_only|always|never), batch, batch_gpu,
 nrr (neural rendering resolution), fp16 (G backbone, SR and D fp16 resolutions), threads, tf32,
 aug (noaug|ada|fixed), density_reg, gamma; or any train.py option as --opt=value
 (e.g. --compare=--cbase=16384).
@@ -35,12 +35,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-KEYS = {"batch": "--batch", "batch_gpu": "--batch-gpu", "nrr": "--neural_rendering_resolution_initial",
+KEYS = {"render_path": "--render-path", "batch": "--batch", "batch_gpu": "--batch-gpu", "nrr": "--neural_rendering_resolution_initial",
         "threads": "--threads", "tf32": "--tf32", "aug": "--aug", "density_reg": "--density_reg", "gamma": "--gamma"}
 
 
 def variant_args(spec: str):
-    """'fused_modconv=always,batch=8' -> (train.py args, {fused_modconv, render_path} set)."""
+    """'fused_modconv=always,batch=8' -> (train.py args, {fused_modconv} set)."""
     args, settings = [], {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         if item.startswith("--"):
@@ -53,17 +53,13 @@ def variant_args(spec: str):
             if value not in ("inference_only", "always", "never"):
                 raise SystemExit("fused_modconv must be inference_only, always or never")
             settings["fused_modconv"] = value
-        elif key == "render_path":
-            if value not in ("reference", "fast"):
-                raise SystemExit("render_path must be reference or fast")
-            settings["render_path"] = value
         elif key == "fp16":
             args += [f"--g_num_fp16_res={value}", f"--sr_num_fp16_res={value}", f"--d_num_fp16_res={value}"]
         elif key in KEYS:
             args.append(f"{KEYS[key]}={value}")
         else:
             raise SystemExit(f"--compare: unknown key {key!r} "
-                             f"(known: render_path, fused_modconv, fp16, {', '.join(KEYS)})")
+                             f"(known: fused_modconv, fp16, {', '.join(KEYS)})")
     return args, settings
 
 
@@ -93,8 +89,6 @@ def worker(payload: dict) -> dict:
     pitch = np.pi / 2 + np.clip(rng.randn(1024) * 0.1, -0.25, 0.25)
     labels = camera.orbit_label(torch.tensor(yaw, dtype=torch.float32), torch.tensor(pitch, dtype=torch.float32))
     G, D, G_ema = build_networks(config, device)
-    for net in (G, G_ema):          # training renders under autograd: 'auto' = reference there
-        net.fast_renderer.cfg.auto_under_autograd = settings.get("render_path") == "fast"
     trainer = Trainer(config, G, D, G_ema, labels, device)
     b, res = trainer.batch_per_rank, config.resolution
 
@@ -126,7 +120,7 @@ def worker(payload: dict) -> dict:
     return dict(sec_per_kimg=wall / images * 1000, cpu_sec_per_kimg=cpu / images * 1000, images_per_sec=images / wall,
                 peak_gb=peak, peak_kind=peak_kind, device=str(device), batch=config.batch_size,
                 batch_gpu=trainer.batch_gpu, resolution=res, nrr=config.loss.neural_rendering_resolution_initial,
-                fused_modconv=config.G.backbone.fused_modconv, render_path=settings.get("render_path", "reference"),
+                fused_modconv=config.G.backbone.fused_modconv, render_path=config.render_path,
                 g_params=sum(p.numel() for p in G.parameters()), d_params=sum(p.numel() for p in D.parameters()),
                 finite=all(bool(torch.isfinite(v).all()) for v in trainer.last_losses.values()))
 

@@ -147,6 +147,39 @@ def test_loss_scaling_path_is_exact_and_resumes(data32, tmp_path, monkeypatch):
             assert torch.equal(value, b[name].state_dict()[key]), f"{name}.{key}"
 
 
+def test_render_path_fast_trains_on_the_fast_ray_marcher(data32, tmp_path, monkeypatch):
+    """--render-path fast: G's renders under autograd take the fast path (counted), the first
+    step's weights stay within float rounding of the reference step's, and a run continued with
+    a different --render-path records it."""
+    from model.fast_render import FastRenderer
+    calls = []
+    field = FastRenderer.field
+
+    def counted(self, planes, *args, **kwargs):
+        calls.append(torch.is_grad_enabled() and planes.requires_grad)
+        return field(self, planes, *args, **kwargs)
+
+    monkeypatch.setattr(FastRenderer, "field", counted)
+    assert train.main(tiny(data32, tmp_path / "ref", "--kimg=0.008")) == 0
+    assert not any(calls), "the reference run differentiated through the fast path"
+    assert train.main(tiny(data32, tmp_path / "fast", "--kimg=0.008", "--render-path=fast")) == 0
+    assert any(calls), "--render-path fast never differentiated through the fast path"
+    a, b = model.load_all(latest(run_dir_of(tmp_path / "ref"))), model.load_all(latest(run_dir_of(tmp_path / "fast")))
+    moved = 0.0
+    for key, value in a["G"].state_dict().items():
+        other = b["G"].state_dict()[key]
+        assert torch.allclose(value, other, rtol=0, atol=1e-4), key
+        moved = max(moved, (value - other).abs().max().item())
+    assert moved > 0, "the two paths gave bit-identical weights: was the fast path used?"
+    run = run_dir_of(tmp_path / "ref")
+    assert train.main(["--resume", run, "--kimg=0.016", "--render-path=fast", *FAST]) == 0
+    with open(os.path.join(run, "training_options.json")) as f:
+        assert json.load(f)["render_path"] == "fast"
+    assert options.parse_args(["--render-path=fast"])["render_path"] == "fast"
+    with pytest.raises(options.OptionsError, match="render-path"):
+        options.resolve(options.parse_args(["--cfg=tiny", f"--data={data32}", "--render-path=fastest"]))
+
+
 def _wait_for(predicate, proc, timeout=240):
     start = time.time()
     while not predicate():

@@ -30,6 +30,8 @@ ADAM_EPS = 1e-8
 # Official: G_ema half-life = batch * 10 / 32 kimg; ADA speed when fine-tuning.
 EMA_KIMG_PER_32 = 10.0
 FINETUNE_ADA_KIMG = 100.0
+# --render-path: the first is the default (the reference renderer, the correctness oracle).
+TRAIN_RENDER_PATHS = ("reference", "fast")
 
 
 # ------------------------------------------------------------------------------------ parsers
@@ -163,6 +165,9 @@ class TrainOptions:
     ada_kimg: float = _ours(500.0, "ADA speed: kimg for p to change by 1", flag="--ada-kimg", metavar="KIMG",
                             shown=f"500; {FINETUNE_ADA_KIMG:g} fine-tuning")
     threads: Optional[int] = _ours(None, "CPU threads per process", parse=int, shown="cores / processes")
+    render_path: str = _ours(TRAIN_RENDER_PATHS[0], "ray marcher of G's training renders: reference, or fast "
+                             "(model/fast_render.py, differentiable, within its stated bounds of the reference)",
+                             flag="--render-path", metavar="|".join(TRAIN_RENDER_PATHS))
     progress: bool = _ours(True, "show progress bars")
     inception: Optional[str] = _ours(None, "Inception-v3 weights for FID/KID --metrics (see training/inception.py)",
                                      metavar="PATH", parse=str, shown="")
@@ -281,6 +286,7 @@ class TrainingConfig:
     grid: Tuple[int, int]
     threads: Optional[int]
     progress: bool
+    render_path: str = TRAIN_RENDER_PATHS[0]     # runs written before the option trained on the reference
     inception: Optional[str] = None
     metrics_images: Optional[int] = None
     resume: Optional[ResumeConfig] = None
@@ -314,4 +320,4 @@ class TrainingConfig:
 
 
 __all__ = ["TrainOptions", "TrainingConfig", "OptimizerConfig", "AugmentConfig", "ResumeConfig", "LossConfig",
-           "PER_INVOCATION", "CPU_GRID", "option_fields", "option_flag", "option_help", "parse_bool", "parse_grid"]
+           "PER_INVOCATION", "CPU_GRID", "TRAIN_RENDER_PATHS", "option_fields", "option_flag", "option_help", "parse_bool", "parse_grid"]

@@ -325,6 +325,8 @@ class Trainer:
 # ------------------------------------------------------------------------------------ networks
 def build_networks(config: TrainingConfig, device: torch.device, label_std: Optional[np.ndarray] = None):
     G = model.build_generator(copy.deepcopy(config.G))
+    # Training renders run under autograd, where path='auto' keeps the reference unless told.
+    G.fast_renderer.cfg.auto_under_autograd = config.render_path == "fast"
     D = model.build_discriminator(copy.deepcopy(config.D))
     if label_std is not None:
         G.dataset_label_std.copy_(torch.as_tensor(label_std, dtype=torch.float32))

@@ -26,6 +26,7 @@ from model.config import SR_MODULES
 
 from . import presets as training_presets
 from .config import (CPU_GRID, EMA_KIMG_PER_32, FINETUNE_ADA_KIMG, G_LR, MAX_GRID_IMAGES, PER_INVOCATION,
+                     TRAIN_RENDER_PATHS,
                      AugmentConfig, OptimizerConfig, ResumeConfig, TrainingConfig, TrainOptions, option_fields,
                      option_flag, option_help, option_metavar, option_parser)
 from .loss import LossConfig
@@ -244,6 +245,7 @@ def resolve(explicit: Dict[str, Any], dataset_info: Optional[Dict[str, Any]] = N
     _choice("reg_type", o.reg_type, ("l1", "l1-alt", "monotonic-detach", "monotonic-fixed", "total-variation"))
     _choice("device", o.device, ("auto", "cpu", "cuda"))
     _choice("launcher", o.launcher, ("spawn", "torchrun"))
+    _choice("render-path", o.render_path, TRAIN_RENDER_PATHS)
     if o.reg_type != "l1":
         raise OptionsError(f"--reg_type={o.reg_type}: only 'l1' (the official default) is implemented")
     for f in dataclasses.fields(TrainOptions):                 # every number: finite (nan/inf never train)
@@ -405,6 +407,7 @@ def resolve(explicit: Dict[str, Any], dataset_info: Optional[Dict[str, Any]] = N
         random_seed=o.seed,
         workers=o.workers, metrics=metrics, cudnn_benchmark=not o.nobench, tf32=o.tf32,
         grad_scaler=o.grad_scaler, grid=grid, threads=o.threads, progress=o.progress,
+        render_path=o.render_path,
         inception=os.path.expanduser(o.inception) if o.inception else None, metrics_images=o.metrics_images,
         resume=resume_config,
         desc=desc, notes=notes)
