@@ -136,8 +136,10 @@ def _serve(job: InvertJob, results, cancel, nice: int, threads: Optional[int]) -
     if nice and hasattr(os, "nice"):
         os.nice(nice)
     import torch
+    from model.device import reuse_host_memory
     if threads:
         torch.set_num_threads(int(threads))
+    reuse_host_memory()
     try:
         run_job(job, results, cancel)
     except KeyboardInterrupt:

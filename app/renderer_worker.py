@@ -23,6 +23,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from model.device import reuse_host_memory
 from model.preview import upsampled_raw
 
 from . import state as S
@@ -251,6 +252,7 @@ def _serve(requests, results, nice: int, threads: Optional[int], parent: int) ->
         os.nice(nice)
     if threads:
         torch.set_num_threads(int(threads))
+    reuse_host_memory()                 # frames repeat their sizes: no fresh pages per frame
     torch.set_grad_enabled(False)
     r, model_serial, backlog = _Renderer(), 0, []
 

@@ -21,13 +21,24 @@ The limit line: FLOPs and bytes of each stage for one frame (dense layers counte
 torch.utils.flop_counter, the tri-plane field and compositing counted analytically: FLOPs of
 the gather + MLP + weighted sums, bytes = the gathered plane rows + the stored features), and
 the time they need at this machine's measured fp32 matmul rate and memory copy rate:
-limit = max(FLOPs / rate, bytes / bandwidth). fast/limit is how far the fast path is from it.
+limit = max(FLOPs / rate, bytes / bandwidth) + ops x the measured cost of one tiny op (the fast
+path's aten ops in the stage, counted: at small frames the dispatch of each op, not arithmetic,
+is the floor). fast/limit is how far the fast path is from it.
 --preview also times `model.preview.render_preview` (the viewer's interactive preview).
+
+The render processes (viewer, exports, inversion) call `model.device.reuse_host_memory()`, so
+that a frame's big tensors reuse the last frame's memory instead of page-faulting through fresh
+pages. With --allocator reuse (the default) the bench first times the whole reference frame
+with glibc's default allocator ("today": the official code's setup), then switches as the
+product does and measures the table. Columns: today (the reference path with the default
+allocator), fast/today (the time the product's fast frame takes, as a fraction of today's), ref
+and fast (both paths with the product's allocator, alternating) and ref/fast.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 import time
@@ -43,6 +54,7 @@ import model  # noqa: E402
 from model import camera  # noqa: E402
 from model import generator as generator_module  # noqa: E402
 from model import preview  # noqa: E402
+from model.device import reuse_host_memory  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "eg3d_official")
 MODELS = ("portrait", "tiny128", "small512", "ffhq512")
@@ -61,27 +73,26 @@ def build(name: str):
     path = os.path.join(FIXTURES, f"{name}.pkl")
     try:
         return model.load(path), "official fixture"
-    except Exception as exc:                    # small512: the 8XDC import is not ready yet
-        if name != "small512":
-            raise SystemExit(f"error: {path}: {exc}")
-        cfg = model.presets.generator_config("ffhq512")
-        cfg.backbone.channel_base, cfg.backbone.channel_max, cfg.mapping.num_layers = 4096, 64, 1
-        return model.build_generator(cfg), f"built from its options, random weights ({exc})"
+    except (OSError, model.CheckpointError) as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 class StageTimer:
     """Milliseconds of the field calls (1st = coarse, 2nd = fine) and of the whole ray march."""
 
-    def __init__(self):
-        self.ms = {}
+    def __init__(self, counter: "_OpCount" = None):
+        self.ms, self.ops = {}, {}
         self.calls = 0
+        self.counter = counter          # counts the ops of each stage (a separate, untimed pass)
 
     def field(self, fn):
         def timed(*args):
-            t0 = CLOCK()
+            t0, n0 = CLOCK(), self.counter.n if self.counter else 0
             out = fn(*args)
             key = "coarse" if self.calls == 0 else "fine"
             self.ms[key] = self.ms.get(key, 0.0) + (CLOCK() - t0) * 1e3
+            if self.counter:
+                self.ops[key] = self.ops.get(key, 0) + self.counter.n - n0
             self.calls += 1
             return out
         return timed
@@ -121,6 +132,52 @@ def frame(G, ws, planes, c, path: str):
     ms = {k: timer.ms.get(k, 0.0) for k in ("coarse", "fine")}
     ms["composite"] = timer.ms["march"] - ms["coarse"] - ms["fine"]
     return ms, out["feature_image"]
+
+
+class _OpCount(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the aten ops dispatched (each costs a few microseconds, however small)."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def op_counts(G, z, c, ws, planes, path: str) -> dict:
+    """{stage: aten ops} of one frame on `path`."""
+    counter = _OpCount()
+    out = {}
+    with torch.no_grad(), counter:
+        for stage, fn in (("mapping", lambda: G.mapping(z, c, truncation_psi=0.7)),
+                          ("planes", lambda: G.planes(ws, noise_mode="const"))):
+            n0 = counter.n
+            fn()
+            out[stage] = counter.n - n0
+        timer = StageTimer(counter)
+        n0 = counter.n
+        with instrument(G, timer):
+            feats = G.render(planes, ws, c, path=path, superresolution=False)["feature_image"]
+        out.update(timer.ops)
+        out["composite"] = counter.n - n0 - sum(timer.ops.values())
+        n0 = counter.n
+        G.superresolution(feats[:, :3].clone(), feats, ws)
+        out["sr"] = counter.n - n0
+    return out
+
+
+def dispatch_us() -> float:
+    """Microseconds one tiny op costs (dispatch, allocation): best of 3 x 2000 adds."""
+    a = torch.ones(4)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(2000):
+            a + a
+        best = min(best, (time.perf_counter() - t0) / 2000)
+    return best * 1e6
 
 
 def time_sr(G, features, ws) -> float:
@@ -203,16 +260,20 @@ def limits(G, ws, planes, c):
     return cost
 
 
-def bench_model(name: str, repeats: int, sr_repeats: int, rates, show_preview: bool) -> dict:
+def setup(name: str):
+    """(G, description, camera c, z) of a benchmark model: a frontal view, as the viewer opens."""
     G, how = build(name)
     G = G.eval().requires_grad_(False)
     r = G.cfg.rendering
-    print(f"\n== {name} ({how}): {G.img_resolution} px, neural {G.neural_rendering_resolution} px, "
-          f"{r.depth_resolution}+{r.depth_resolution_importance} samples/ray, "
-          f"SR {G.cfg.superres.module}")
-    c = camera.orbit_label(0.3, 1.45, r.avg_camera_radius, r.avg_camera_pivot, r.avg_camera_fov)
+    c = camera.orbit_label(math.pi / 2, math.pi / 2, r.avg_camera_radius, r.avg_camera_pivot, r.avg_camera_fov)
     z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1))
-    best = {p: {} for p in ("reference", "fast")}
+    return G, how, c, z
+
+
+def stage_times(G, c, z, paths, repeats: int, sr_repeats: int):
+    """{path: {stage: best ms}} of one frame, and the ws / planes / feature image it rendered.
+    The paths alternate frame by frame, so their ratio is measured under the same load."""
+    best = {p: {} for p in paths}
     with torch.no_grad():
         mapping_ms, planes_ms = [], []
         for _ in range(max(1, repeats)):
@@ -222,38 +283,62 @@ def bench_model(name: str, repeats: int, sr_repeats: int, rates, show_preview: b
             planes = G.planes(ws, noise_mode="const")
             mapping_ms.append((t1 - t0) * 1e3)
             planes_ms.append((CLOCK() - t1) * 1e3)
-        for p in best:
-            best[p].update(mapping=min(mapping_ms), planes=min(planes_ms))
-        for i in range(repeats + 1):                 # the first round warms up both paths
-            for p in best:
+        for i in range(repeats + 1):                 # the first round warms up every path
+            for p in paths:
                 ms, features = frame(G, ws, planes, c, p)
                 if i > 0:
                     for k, v in ms.items():
                         best[p][k] = min(best[p].get(k, float("inf")), v)
         sr = min(time_sr(G, features, ws) for _ in range(sr_repeats))
-        for p in best:
-            best[p]["sr"] = sr
+    for p in paths:
+        best[p].update(mapping=min(mapping_ms), planes=min(planes_ms), sr=sr)
+    return best, ws, planes
+
+
+def today(name: str, repeats: int, sr_repeats: int) -> dict:
+    """Stage ms of the reference frame as the official code runs it (glibc's default
+    allocator). Measured before reuse_host_memory()."""
+    G, _, c, z = setup(name)
+    return stage_times(G, c, z, ("reference",), repeats, sr_repeats)[0]["reference"]
+
+
+def bench_model(name: str, repeats: int, sr_repeats: int, rates, show_preview: bool,
+                baseline: dict = None) -> dict:
+    G, how, c, z = setup(name)
+    r = G.cfg.rendering
+    print(f"\n== {name} ({how}): {G.img_resolution} px, neural {G.neural_rendering_resolution} px, "
+          f"{r.depth_resolution}+{r.depth_resolution_importance} samples/ray, "
+          f"SR {G.cfg.superres.module}")
+    best, ws, planes = stage_times(G, c, z, ("reference", "fast"), repeats, sr_repeats)
+    if baseline:
+        best["today"] = baseline
+    with torch.no_grad():
         cost = limits(G, ws, planes, c)
-    flops_rate, bandwidth = rates
-    print(f"{'stage':10s} {'ref ms':>9s} {'fast ms':>9s} {'ratio':>6s} | {'GFLOP':>7s} {'MB':>8s} "
-          f"{'limit ms':>9s} {'fast/limit':>10s}")
+    ops = op_counts(G, z, c, ws, planes, "fast")
+    flops_rate, bandwidth, op_us = rates
+    today_cols = f"{'today':>8s} {'fast/today':>10s} " if baseline else ""
+    print(f"{'stage':10s} {today_cols}{'ref ms':>8s} {'fast ms':>8s} {'ref/fast':>8s} | {'GFLOP':>7s} "
+          f"{'MB':>8s} {'ops':>6s} {'limit ms':>9s} {'fast/limit':>10s}")
+
+    def row(label, keys, lim, extra=""):
+        ref, fast = (sum(best[p][k] for k in keys) for p in ("reference", "fast"))
+        cols = ""
+        if baseline:
+            old = sum(best["today"][k] for k in keys)
+            cols = f"{old:8.1f} {fast / old:9.2f}x "
+        print(f"{label:10s} {cols}{ref:8.1f} {fast:8.1f} {ref / fast:7.2f}x | {extra:17s} "
+              f"{sum(ops[k] for k in keys):6d} {lim:9.1f} {fast / max(lim, 1e-9):9.1f}x")
+
     rows = {}
     for k in STAGES:
         flops, nbytes = cost[k]
-        lim = max(flops / flops_rate, nbytes / bandwidth) * 1e3
-        ref, fast = best["reference"][k], best["fast"][k]
-        rows[k] = (ref, fast, lim)
-        print(f"{k:10s} {ref:9.1f} {fast:9.1f} {ref / fast:5.2f}x | {flops / 1e9:7.3f} "
-              f"{nbytes / 1e6:8.1f} {lim:9.1f} {fast / max(lim, 1e-9):9.1f}x")
+        rows[k] = max(flops / flops_rate, nbytes / bandwidth) * 1e3 + ops[k] * op_us * 1e-3
+        row(k, (k,), rows[k], f"{flops / 1e9:7.3f} {nbytes / 1e6:9.1f}")
     for label, keys in (("neural", NEURAL), ("render", NEURAL + ("sr",)), ("end2end", STAGES)):
-        ref = sum(best["reference"][k] for k in keys)
-        fast = sum(best["fast"][k] for k in keys)
-        lim = sum(rows[k][2] for k in keys)
-        print(f"{label:10s} {ref:9.1f} {fast:9.1f} {ref / fast:5.2f}x | {'':7s} {'':8s} "
-              f"{lim:9.1f} {fast / max(lim, 1e-9):9.1f}x")
-    ref_r = sum(best["reference"][k] for k in NEURAL + ("sr",))
-    fast_r = sum(best["fast"][k] for k in NEURAL + ("sr",))
-    print(f"FPS from cached planes: reference {1e3 / ref_r:.2f}, fast {1e3 / fast_r:.2f}")
+        row(label, keys, sum(rows[k] for k in keys))
+    cached = NEURAL + ("sr",)
+    fps = {p: 1e3 / sum(best[p][k] for k in cached) for p in best}
+    print("FPS from cached planes: " + ", ".join(f"{p} {v:.2f}" for p, v in fps.items()))
     if show_preview:
         settings = preview.PreviewSettings()
         with torch.no_grad():
@@ -275,18 +360,27 @@ def main(argv=None) -> int:
     p.add_argument("--sr-repeats", type=int, default=1,
                    help="timed SR runs (the same module on both paths, timed once per model; default 1)")
     p.add_argument("--preview", action="store_true", help="also time the interactive preview")
+    p.add_argument("--allocator", choices=("reuse", "default"), default="reuse",
+                   help="reuse: as the viewer's render process and the exports run "
+                        "(model.device.reuse_host_memory), after timing today's reference frame with "
+                        "glibc's default; default: glibc's default only (default reuse)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     global CLOCK
     CLOCK = time.thread_time if args.threads == 1 else time.perf_counter
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    rates = machine_rates(args.threads)
+    rates = machine_rates(args.threads) + (dispatch_us(),)
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load average "
           f"{load:.1f}; measured: fp32 matmul {rates[0] / 1e9:.1f} GFLOP/s, memory copy "
-          f"{rates[1] / 1e9:.1f} GB/s; times: "
+          f"{rates[1] / 1e9:.1f} GB/s, {rates[2]:.1f} us per op; times: "
           + ("CPU time of the rendering thread" if args.threads == 1 else "wall clock"))
+    baselines = {}
+    if args.allocator == "reuse":
+        baselines = {name: today(name, args.repeats, args.sr_repeats) for name in args.models}
+        if not reuse_host_memory():
+            print("note: reuse_host_memory() does not apply here (not glibc): allocator unchanged")
     for name in args.models:
-        bench_model(name, args.repeats, args.sr_repeats, rates, args.preview)
+        bench_model(name, args.repeats, args.sr_repeats, rates, args.preview, baselines.get(name))
     return 0
 
 

@@ -1,6 +1,8 @@
 """The fast render path (model/fast_render.py, fast_field.py) against the reference renderer."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 import torch
 
 import model
+from conftest import REPO
 from model import fast_render
 from model.fast_field import RGB_PAD
 from model.preview import PreviewSettings, render_preview
@@ -259,3 +262,32 @@ def test_preview_is_the_fast_render_at_preview_settings(tiny_generator):
     with_sr = render_preview(G, planes, ws, c, PreviewSettings(neural_resolution=16,
                                                                superresolution=True))
     assert with_sr["image"].shape == out["image"].shape
+
+
+REUSE_PROBE = """
+import resource, sys, torch
+sys.path.insert(0, {repo!r})
+from model.device import reuse_host_memory
+def faults_of_second_frame():
+    torch.empty(64 << 18).fill_(1)                  # a 64 MB tensor, freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(64 << 18).fill_(2)                  # the next frame's tensor of the same size
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+default = faults_of_second_frame()
+applied = reuse_host_memory()
+faults_of_second_frame()                            # the first block from the heap: fresh pages
+print(default, applied, faults_of_second_frame())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_reuse_host_memory_stops_per_frame_page_faults():
+    """A 64 MB tensor allocated after one of the same size was freed page-faults through all of
+    its 16,384 pages with glibc's default (mmap per block); after reuse_host_memory() it reuses
+    the freed block. Own process: the setting is process-wide."""
+    out = subprocess.run([sys.executable, "-c", REUSE_PROBE.format(repo=str(REPO))], capture_output=True,
+                         text=True, timeout=120, check=True).stdout.split()
+    default, applied, reused = int(out[0]), out[1] == "True", int(out[2])
+    assert applied
+    assert default > 10000, f"default allocator: only {default} page faults for a fresh 64 MB block"
+    assert reused < default / 20, f"{reused} page faults with reuse vs {default} without"
