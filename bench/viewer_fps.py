@@ -9,10 +9,11 @@ tri-plane cache.
 
 UI part: the real `app.viewer.Viewer` in its event loop (`wait_events_timeout(1/60)` + `step()`,
 as `Viewer.run` does while animating), auto-orbit on and fast previews off, so every UI frame
-changes the camera and the worker always has a full render to do. Three settings, interleaved in
+changes the camera and the worker always has a full render to do. Four settings, interleaved in
 one run: the UI alone (the same frames, no renders: the ceiling the machine allows), a render
-process with torch's default threads at the UI's priority, and this viewer (a render process
-with all cores but one, at niceness +10). Prints UI FPS, the slowest UI frame, render FPS, and
+process with torch's default threads at the UI's priority, this viewer (a render process
+with all cores but one, at niceness +10), and this viewer with its fast previews on, as while
+dragging (the preview FPS). Prints UI FPS, the slowest UI frame, render FPS, and
 the ratio of this viewer's UI FPS to the UI alone (1.0 = rendering costs the UI nothing).
 
 Inspection part (`--inspect`): the render process's own `render()` for a moving camera with the
@@ -112,14 +113,16 @@ class Xvfb:
             os.environ.pop("DISPLAY", None)
 
 
-def measure_ui(model_path: str, nice: int, seconds: float, threads, render: bool = True) -> dict:
+def measure_ui(model_path: str, nice: int, seconds: float, threads, render: bool = True,
+               preview: bool = False) -> dict:
     """UI and render FPS of the real viewer while the worker renders continuously (render=False:
-    the same UI work, the camera still orbiting, but no requests: the UI's own ceiling)."""
+    the same UI work, the camera still orbiting, but no requests: the UI's own ceiling;
+    preview=True: the viewer's fast previews on, as while dragging: the orbit counts as one)."""
     from app.viewer import Viewer
     v = Viewer(model_path=model_path, size=(1100, 700), vsync=False, threads=threads, worker_nice=nice,
                config_dir=tempfile.mkdtemp(prefix="eg3d-bench-"))
     v.run_until_idle(300)
-    v.settings.fast_preview = False
+    v.settings.fast_preview = preview
     v.settings.orbit = True
     if not render:
         v._submit_if_needed = lambda: None
@@ -215,14 +218,15 @@ def main(argv=None) -> int:
 
     if not args.skip_ui:
         keep = args.threads or max(1, cores - 1)
-        configs = [("UI alone (no renders; the ceiling)", keep, WORKER_NICE, False),
-                   ("worker: all cores, nice 0", cores, 0, True),
-                   (f"this viewer: worker cores-1, nice +{WORKER_NICE}", keep, WORKER_NICE, True)]
+        configs = [("UI alone (no renders; the ceiling)", keep, WORKER_NICE, False, False),
+                   ("worker: all cores, nice 0", cores, 0, True, False),
+                   (f"this viewer: worker cores-1, nice +{WORKER_NICE}", keep, WORKER_NICE, True, False),
+                   ("this viewer dragging (fast previews)", keep, WORKER_NICE, True, True)]
         with Xvfb():
             runs = {c[0]: [] for c in configs}
             for _ in range(2):                                  # interleaved: the load drifts
-                for label, threads, nice, render in configs:
-                    runs[label].append(measure_ui(path, nice, args.seconds / 2, threads, render))
+                for label, threads, nice, render, preview in configs:
+                    runs[label].append(measure_ui(path, nice, args.seconds / 2, threads, render, preview))
         mean = {k: {m: sum(r[m] for r in v) / len(v) for m in ("ui_fps", "render_fps")} for k, v in runs.items()}
         for label, *_ in configs:
             worst = max(r["worst_ms"] for r in runs[label])
