@@ -6,24 +6,23 @@
     python bench/render_speed.py --models ffhq512 --threads 2 --preview
 
 Models: `portrait` (the shipped checkpoints/portrait.safetensors), `tiny128` and `small512` (the
-official fixtures in ../shared/fixtures/eg3d_official; small512 is built from its options with
-random weights when its .pkl does not load), `ffhq512` (the official ffhq512-128 architecture,
-random weights). One frame = batch 1, the model's own neural resolution and samples, random
-(non-deterministic) sampling as in the viewer. Stages: mapping, planes (backbone), coarse and
+official fixtures in ../shared/fixtures/eg3d_official), `ffhq512` (the official ffhq512-128
+architecture, random weights). One frame = batch 1, a frontal camera as the viewer opens, the
+model's own neural resolution and samples, random (non-deterministic) sampling as in the viewer. Stages: mapping, planes (backbone), coarse and
 fine (field evaluations of the two passes), composite (everything else in the ray marcher:
 rays, sampling, merging, compositing), SR (the same module on both paths: timed once, shared).
-Times are the minimum over --repeats frames
-(the machine is shared; the minimum is the least disturbed; with --threads 1 the times are
-the rendering thread's CPU time, which other jobs on the machine do not inflate), and both paths run alternately in
-the same process so the ratio fast/reference is measured under the same load.
+Times are the minimum over --repeats frames (the machine is shared; the minimum is the least
+disturbed; with --threads 1 they are the rendering thread's CPU time, which other jobs do not
+inflate), and both paths run alternately in the same process, so the ratio fast/reference is
+measured under the same load.
 
 The limit line: FLOPs and bytes of each stage for one frame (dense layers counted by
 torch.utils.flop_counter, the tri-plane field and compositing counted analytically: FLOPs of
 the gather + MLP + weighted sums, bytes = the gathered plane rows + the stored features), and
 the time they need at this machine's measured fp32 matmul rate and memory copy rate:
 limit = max(FLOPs / rate, bytes / bandwidth) + ops x the measured cost of one tiny op (the fast
-path's aten ops in the stage, counted: at small frames the dispatch of each op, not arithmetic,
-is the floor). fast/limit is how far the fast path is from it.
+path's aten ops in the stage, counted; the dispatch floor of small frames). fast/limit is how far
+the fast path is from it.
 --preview also times `model.preview.render_preview` (the viewer's interactive preview).
 
 The render processes (viewer, exports, inversion) call `model.device.reuse_host_memory()`, so

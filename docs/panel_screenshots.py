@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Screenshots of the inspection panels for the docs (docs/panel_layers.png, panel_planes.png,
-panel_rays.png): the real viewer on the shipped checkpoint, under a private Xvfb when there is
-no display.
+"""Screenshots for the docs (docs/viewer.png, the README's first picture, and the inspection
+panels: panel_layers.png, panel_planes.png, panel_rays.png): the real viewer on the shipped
+checkpoint, under a private Xvfb when there is no display.
 
     python docs/panel_screenshots.py [--network checkpoints/portrait.safetensors] [--out docs]
 """
@@ -17,11 +17,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from app import DEFAULT_MODEL_PATH  # noqa: E402
 from bench.viewer_fps import Xvfb  # noqa: E402
 
-SHOTS = {
-    "panel_layers.png": ("Layers", dict(layer="backbone.synthesis.b32.conv1", layer_mode="pca")),
-    "panel_planes.png": ("Tri-planes", dict(planes_show=True, planes_channel=0, planes_frustum=True,
-                                            planes_ray=True, ray_pixel=[0.5, 0.45])),
-    "panel_rays.png": ("Ray inspector", dict(ray_pixel=[0.5, 0.45])),
+SHOTS = {   # file: (panels open, view state changes)
+    "viewer.png": (("Model", "Latent", "Camera", "Conditioning pose"), dict()),
+    "panel_layers.png": (("Layers",), dict(layer="backbone.synthesis.b32.conv1", layer_mode="pca")),
+    "panel_planes.png": (("Tri-planes",), dict(planes_show=True, planes_channel=0, planes_frustum=True,
+                                               planes_ray=True, ray_pixel=[0.5, 0.45])),
+    "panel_rays.png": (("Ray inspector",), dict(ray_pixel=[0.5, 0.45])),
 }
 
 
@@ -37,10 +38,10 @@ def main(argv=None) -> int:
         try:
             v.settings.show_perf = False
             v.run_until_idle(300)
-            for name, (panel, changes) in SHOTS.items():
+            for name, (panels, changes) in SHOTS.items():
                 v.messages.clear()
                 v.set_state(S.ViewerState(seed=1, yaw=20.0).copy(**changes))
-                v.open_panels([panel])
+                v.open_panels(panels)
                 for _ in range(3):
                     v.step()
                 v.run_until_idle(300)
