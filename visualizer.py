@@ -22,4 +22,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] and sys.argv[1] in EXPORT_COMMANDS:
+        # A command-line export or inversion owns this process, and its frames repeat their
+        # sizes. (The viewer's render and inversion processes do the same for themselves; a
+        # process that imports app/ as a library keeps its allocator.)
+        from model.device import reuse_host_memory
+        reuse_host_memory()
     sys.exit(main())

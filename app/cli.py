@@ -352,11 +352,10 @@ def _run(args) -> List[Path]:
     from app import export as E
     from app import mesh as M
     import torch
-    from model.device import resolve_device, reuse_host_memory
     if args.threads:
         torch.set_num_threads(args.threads)
-    reuse_host_memory()                 # every frame of an export has the same sizes
     view = args.command != "mesh"
+    from model.device import resolve_device
     device = resolve_device(args.device)
     G, network = load_generator(args.network, device, latent=args.latent)
     if getattr(G, "projected_ws", None) is not None:      # a projection is the latent (psi 1, no seeds)

@@ -172,11 +172,10 @@ def _discriminator(network: Path, device: str):
 def run(args) -> Path:
     import torch
     from app.cli import load_generator
-    from model.device import resolve_device, reuse_host_memory
+    from model.device import resolve_device
     from model import inversion, projection
     if args.threads:
         torch.set_num_threads(args.threads)
-    reuse_host_memory()                 # every step has the same sizes
     if args.steps < 0 or args.pti_steps < 0 or args.frames < 1:
         raise InvertError("--steps and --pti-steps must be >= 0, --frames >= 1")
     image_path = Path(args.image)

@@ -25,7 +25,8 @@ path's aten ops in the stage, counted; the dispatch floor of small frames). fast
 the fast path is from it.
 --preview also times `model.preview.render_preview` (the viewer's interactive preview).
 
-The render processes (viewer, exports, inversion) call `model.device.reuse_host_memory()`, so
+The render processes (the viewer's render and inversion workers, `visualizer.py` exports and
+inversion) call `model.device.reuse_host_memory()`, so
 that a frame's big tensors reuse the last frame's memory instead of page-faulting through fresh
 pages. With --allocator reuse (the default) the bench first times the whole reference frame
 with glibc's default allocator ("today": the official code's setup), then switches as the

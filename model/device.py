@@ -57,8 +57,10 @@ def reuse_host_memory() -> bool:
     and unmaps it on free, so the next frame's tensor of the same size page-faults through all
     of its pages again: ~25 ms per 134 MB, about 1 s of a 512² super-resolution pass. Here big
     blocks come from the heap and freed memory stays there for the next frame (the process
-    keeps its peak working set: +0.5 GB at ffhq512). For the render processes, whose frames
-    repeat the same sizes. glibc (Linux) only; returns whether it applied.
+    keeps its peak working set: +0.5 GB at ffhq512). Process-wide, so only for processes that
+    exist to render (the viewer's render and inversion workers, a command-line export), whose
+    frames repeat the same sizes, never for one that merely imports us. glibc (Linux) only;
+    returns whether it applied.
     """
     import ctypes
     import ctypes.util

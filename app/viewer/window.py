@@ -19,8 +19,6 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from model.device import reuse_host_memory
-
 from .. import state as S
 from ..renderer_worker import WORKER_NICE, RenderRequest, RenderWorker, preview_factor
 from . import shortcuts
@@ -88,7 +86,6 @@ class Viewer:
         threads = threads or default_render_threads(device)
         if threads:
             torch.set_num_threads(int(threads))        # exports and mesh tasks in this process
-        reuse_host_memory()
 
         if not glfw.init():
             raise RuntimeError("glfw.init() failed: no display? (set DISPLAY or run under Xvfb)")
