@@ -268,23 +268,23 @@ REUSE_PROBE = """
 import resource, sys, torch
 sys.path.insert(0, {repo!r})
 from model.device import reuse_host_memory
-def faults_of_second_frame():
-    torch.empty(64 << 18).fill_(1)                  # a 64 MB tensor, freed
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.empty(64 << 18).fill_(2)                  # the next frame's tensor of the same size
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-default = faults_of_second_frame()
+def faults_of_frame(frames=4):
+    for _ in range(frames):                   # one 64 MB tensor per frame, freed at its end
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.empty(64 << 18).fill_(1)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before    # the last frame's
+default = faults_of_frame()
 applied = reuse_host_memory()
-faults_of_second_frame()                            # the first block from the heap: fresh pages
-print(default, applied, faults_of_second_frame())
+print(default, applied, faults_of_frame())
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_reuse_host_memory_stops_per_frame_page_faults():
-    """A 64 MB tensor allocated after one of the same size was freed page-faults through all of
-    its 16,384 pages with glibc's default (mmap per block); after reuse_host_memory() it reuses
-    the freed block. Own process: the setting is process-wide."""
+    """A frame's 64 MB tensor, freed at the end of each frame, page-faults through all of its
+    16,384 pages every frame with glibc's default (mmap per block); after reuse_host_memory()
+    the 4th frame reuses freed heap blocks (warm after one or two frames: a small allocation may
+    split the first freed block). Own process: the setting is process-wide."""
     out = subprocess.run([sys.executable, "-c", REUSE_PROBE.format(repo=str(REPO))], capture_output=True,
                          text=True, timeout=120, check=True).stdout.split()
     default, applied, reused = int(out[0]), out[1] == "True", int(out[2])
