@@ -200,6 +200,14 @@ def invert(G, image: torch.Tensor, camera: Optional[torch.Tensor] = None, space:
                       interrupted=interrupted)
 
 
+def _step(opt, loss, history, phase, step, terms, out, target, callback, steps) -> bool:
+    """One optimiser step on loss, then the record; True when the callback asks to stop."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return _record(history, phase, step, terms, out, target, callback, steps)
+
+
 def _record(history, phase, step, terms, out, target, callback, steps) -> bool:
     p = psnr(out["image"].detach(), target)
     history["phase"].append(phase)
@@ -257,10 +265,7 @@ def _project(G, loss_fn, camera, cfg: InversionConfig, nrr, history, callback):
                 loss = loss + cfg.camera_prior * rig.scales.square().sum()
             if float(terms["total"].detach()) < best[0]:      # the latent this loss was measured at
                 best = (float(terms["total"].detach()), w_opt.detach().clone(), label.detach().clone())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if _record(history, "latent", step, terms, out, loss_fn.target, callback, cfg.steps):
+            if _step(opt, loss, history, "latent", step, terms, out, loss_fn.target, callback, cfg.steps):
                 interrupted = True
                 break
     except KeyboardInterrupt:
@@ -305,10 +310,7 @@ def _pivotal_tuning(G, loss_fn, ws, label, cfg: InversionConfig, nrr, history, c
                          + torch.nn.functional.mse_loss(got["image_raw"], ref["image_raw"]))
                 terms["locality"] = local
                 loss = loss + cfg.locality_weight * local
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if _record(history, "pti", step, terms, out, loss_fn.target, callback, cfg.pti_steps):
+            if _step(opt, loss, history, "pti", step, terms, out, loss_fn.target, callback, cfg.pti_steps):
                 interrupted = True
                 break
     except KeyboardInterrupt:

@@ -147,6 +147,17 @@ def count_kept(monkeypatch):
     return kept
 
 
+def skip_case(G, monkeypatch):
+    """One deterministic frame on both paths with the fine samples kept counted:
+    (c, ws, planes, kept fraction holder, reference out, fast out)."""
+    c = model.camera.orbit_label(0.2, 1.5)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(1, G.z_dim), c)
+        planes = G.planes(ws, noise_mode="const")
+    kept = count_kept(monkeypatch)
+    return (c, ws, planes, kept) + tuple(both(G, planes, ws, c, deterministic=True, superresolution=False))
+
+
 def test_early_termination_error_within_the_stated_bound(tiny_generator, monkeypatch, one_thread):
     """A dense field (sigma bias +8) makes rays opaque early: the fine samples behind the
     surface are skipped and every feature stays within 2.004 * T(cut) of the reference."""
@@ -157,12 +168,7 @@ def test_early_termination_error_within_the_stated_bound(tiny_generator, monkeyp
     tau = 1e-2                                   # large, so the skip is visible in the error
     G.fast_renderer.cfg.transmittance_cutoff = tau
     G.fast_renderer.cfg.opacity_cutoff = 0
-    c = model.camera.orbit_label(0.2, 1.5)
-    with torch.no_grad():
-        ws = G.mapping(torch.randn(1, G.z_dim), c)
-        planes = G.planes(ws, noise_mode="const")
-    kept = count_kept(monkeypatch)
-    ref, fast = both(G, planes, ws, c, deterministic=True, superresolution=False)
+    c, ws, planes, kept, ref, fast = skip_case(G, monkeypatch)
     assert kept[0] is not None and kept[0] < 0.95, kept
     err = (ref["feature_image"] - fast["feature_image"]).abs().amax(dim=1).reshape(1, -1)
     bound = SKIP_BOUND * merged_transmittance_at_cut(G, planes, c, tau)
@@ -179,12 +185,7 @@ def test_empty_rays_skip_fine_samples_within_the_opacity_bound(tiny_generator, m
     with torch.no_grad():
         G.decoder.net[2].bias[0] -= 12            # nearly empty field
     G.fast_renderer.cfg.opacity_cutoff = 1e-3
-    c = model.camera.orbit_label(0.2, 1.5)
-    with torch.no_grad():
-        ws = G.mapping(torch.randn(1, G.z_dim), c)
-        planes = G.planes(ws, noise_mode="const")
-    kept = count_kept(monkeypatch)
-    ref, fast = both(G, planes, ws, c, deterministic=True, superresolution=False)
+    c, ws, planes, kept, ref, fast = skip_case(G, monkeypatch)
     assert kept[0] is not None and kept[0] < 0.5, kept
     err = (ref["feature_image"] - fast["feature_image"]).abs().amax(dim=1)
     bound = SKIP_BOUND * torch.maximum(ref["image_alpha"], fast["image_alpha"])[:, 0]
