@@ -22,7 +22,9 @@ the gather + MLP + weighted sums, bytes = the gathered plane rows + the stored f
 the time they need at this machine's measured fp32 matmul rate and memory copy rate:
 limit = max(FLOPs / rate, bytes / bandwidth) + ops x the measured cost of one tiny op (the fast
 path's aten ops in the stage, counted; the dispatch floor of small frames). fast/limit is how far
-the fast path is from it.
+the fast path is from it. The end2end ceiling line is the best end-to-end ratio any ray marcher
+could reach: the stages both paths run (mapping, planes, SR) as measured, plus the neural stages
+at their limit.
 --preview also times `model.preview.render_preview` (the viewer's interactive preview).
 
 The render processes (the viewer's render and inversion workers, `visualizer.py` exports and
@@ -336,6 +338,12 @@ def bench_model(name: str, repeats: int, sr_repeats: int, rates, show_preview: b
         row(k, (k,), rows[k], f"{flops / 1e9:7.3f} {nbytes / 1e6:9.1f}")
     for label, keys in (("neural", NEURAL), ("render", NEURAL + ("sr",)), ("end2end", STAGES)):
         row(label, keys, sum(rows[k] for k in keys))
+    shared = sum(best["fast"][k] for k in STAGES if k not in NEURAL)
+    ceiling = shared + sum(rows[k] for k in NEURAL)
+    bases = [("reference", "ref")] + ([("today", "today")] if baseline else [])
+    print(f"end2end ceiling: the stages both paths share as measured ({shared:.1f} ms) + the neural "
+          f"stages at their limit ({ceiling - shared:.1f} ms) = {ceiling:.1f} ms, i.e. at most "
+          + ", ".join(f"{sum(best[p][k] for k in STAGES) / ceiling:.2f}x {name}/fast" for p, name in bases))
     cached = NEURAL + ("sr",)
     fps = {p: 1e3 / sum(best[p][k] for k in cached) for p in best}
     print("FPS from cached planes: " + ", ".join(f"{p} {v:.2f}" for p, v in fps.items()))
