@@ -128,7 +128,7 @@ def test_pivotal_tuning_raises_the_input_view_without_hurting_novel_views(result
 def test_camera_refinement_recovers_the_pose(results):
     err_yaw, err_pitch = results["camera_error"]
     # at least halves the 0.1 rad error in both axes; measured 0.036 / 0.041 rad on the 149.6 kimg
-    # file (0.009 / 0.022 on the 30.9 kimg one, whose render depended less on the pose label)
+    # file (0.009 / 0.022 on the 30.9 kimg one)
     assert err_yaw <= CAMERA_OFFSET / 2 and err_pitch <= CAMERA_OFFSET / 2
     # measured +2.4 dB on the 149.6 kimg file (+4.4 on the 30.9 kimg one)
     assert results["w, camera refined"]["novel"] >= results["w, camera wrong"]["novel"] + 1.5
