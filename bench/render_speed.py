@@ -19,9 +19,12 @@ measured under the same load.
 The limit line: FLOPs and bytes of each stage for one frame (dense layers counted by
 torch.utils.flop_counter, the tri-plane field and compositing counted analytically: FLOPs of
 the gather + MLP + weighted sums, bytes = the gathered plane rows + the stored features), and
-the time they need at this machine's measured fp32 matmul rate and memory copy rate:
-limit = max(FLOPs / rate, bytes / bandwidth) + ops x the measured cost of one tiny op (the fast
-path's aten ops in the stage, counted; the dispatch floor of small frames). fast/limit is how far
+the time they need at this machine's measured fp32 matmul rate and memory copy rate, plus the
+transcendental activations no matmul unit computes (the decoder's softplus and sigmoid, the
+compositing's softplus and exp: elements counted analytically, each at this machine's measured
+rate for that function): limit = max(FLOPs / rate, bytes / bandwidth) + sum(elements /
+function rate) + ops x the measured cost of one tiny op (the fast path's aten ops in the stage,
+counted; the dispatch floor of small frames). fast/limit is how far
 the fast path is from it. The end2end ceiling line is the best end-to-end ratio any ray marcher
 could reach: the stages both paths run (mapping, planes, SR) as measured, plus the neural stages
 at their limit.
@@ -189,12 +192,19 @@ def time_sr(G, features, ws) -> float:
     return (CLOCK() - t0) * 1e3
 
 
+ACTIVATIONS = {"softplus": torch.nn.functional.softplus, "sigmoid": torch.sigmoid, "exp": torch.exp}
+
+
 def machine_rates(threads: int):
-    """(fp32 matmul FLOP/s, memory copy bytes/s) measured now, best of 3."""
+    """(fp32 matmul FLOP/s, memory copy bytes/s, {activation: elements/s}) measured now, best
+    of 3; the activations on 1M standard-normal floats (cache-resident, so compute-bound)."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     x = torch.empty(32 * 2 ** 20)
     y = torch.empty_like(x)
+    v = torch.randn(2 ** 20, generator=torch.Generator().manual_seed(0))
+    out = torch.empty_like(v)
     best_mm = best_copy = float("inf")
+    best_act = dict.fromkeys(ACTIVATIONS, float("inf"))
     for _ in range(3):
         t0 = CLOCK()
         for _ in range(4):
@@ -203,16 +213,23 @@ def machine_rates(threads: int):
         t0 = CLOCK()
         y.copy_(x)
         best_copy = min(best_copy, CLOCK() - t0)
-    return 2 * 1024 ** 3 / best_mm, 2 * x.numel() * 4 / best_copy
+        for name, fn in ACTIVATIONS.items():
+            t0 = CLOCK()
+            for _ in range(4):
+                out.copy_(fn(v))
+            best_act[name] = min(best_act[name], (CLOCK() - t0) / 4)
+    return (2 * 1024 ** 3 / best_mm, 2 * x.numel() * 4 / best_copy,
+            {name: v.numel() / t for name, t in best_act.items()})
 
 
 def dense_cost(fn):
-    """(FLOPs, bytes) of the matmuls/convolutions of fn(): FLOPs from the flop counter, bytes =
-    their inputs, weights and outputs (what they must move at least once)."""
+    """(FLOPs, bytes, {}) of the matmuls/convolutions of fn(): FLOPs from the flop counter,
+    bytes = their inputs, weights and outputs (what they must move at least once); their
+    activations (leaky ReLU) are not transcendental."""
     counter = _BytesMode()
     with FlopCounterMode(display=False) as flops, counter:
         fn()
-    return flops.get_total_flops(), counter.bytes
+    return flops.get_total_flops(), counter.bytes, {}
 
 
 class _BytesMode(torch.utils._python_dispatch.TorchDispatchMode):
@@ -231,19 +248,24 @@ class _BytesMode(torch.utils._python_dispatch.TorchDispatchMode):
 
 
 def field_cost(G, points: int):
-    """Analytic (FLOPs, bytes) of the tri-plane field at `points` points: 12 corner rows of C
-    floats gathered and summed, the two decoder layers, 1 + F outputs stored."""
+    """Analytic (FLOPs, bytes, activations) of the tri-plane field at `points` points: 12 corner
+    rows of C floats gathered and summed, the two decoder layers, 1 + F outputs stored; a
+    softplus per hidden unit and a sigmoid per feature."""
     c = G.cfg.backbone.plane_channels
     h, f = G.cfg.decoder.hidden_dim, G.cfg.decoder.output_features
     corners = 4 * G.cfg.backbone.num_planes
     flops = points * (2 * corners * c + 2 * c * h + 2 * h * (1 + f))
-    return flops, points * 4 * (corners * c + 1 + f)
+    return flops, points * 4 * (corners * c + 1 + f), {"softplus": points * h, "sigmoid": points * f}
 
 
-def composite_cost(G, rays: int, samples: int):
-    """Analytic (FLOPs, bytes) of compositing: a weighted sum of F features per sample."""
+def composite_cost(G, rays: int, coarse: int, fine: int):
+    """Analytic (FLOPs, bytes, activations) of compositing: a weighted sum of F features per
+    sample; a softplus and an exp per interval, over the coarse set and over the merged set."""
     f = G.cfg.decoder.output_features
-    return rays * samples * 2 * f, rays * samples * 4 * (f + 2)
+    samples = coarse + fine
+    intervals = rays * (coarse - 1 + (samples - 1 if fine else 0))
+    return (rays * samples * 2 * f, rays * samples * 4 * (f + 2),
+            {"softplus": intervals, "exp": intervals})
 
 
 def limits(G, ws, planes, c):
@@ -255,7 +277,7 @@ def limits(G, ws, planes, c):
             "planes": dense_cost(lambda: G.planes(ws, noise_mode="const")),
             "coarse": field_cost(G, rays * r.depth_resolution),
             "fine": field_cost(G, rays * r.depth_resolution_importance),
-            "composite": composite_cost(G, rays, r.depth_resolution + r.depth_resolution_importance)}
+            "composite": composite_cost(G, rays, r.depth_resolution, r.depth_resolution_importance)}
     res = G.neural_rendering_resolution
     feats = torch.zeros(1, G.cfg.decoder.output_features, res, res)
     cost["sr"] = dense_cost(lambda: G.superresolution(feats[:, :3].clone(), feats, ws))
@@ -317,10 +339,10 @@ def bench_model(name: str, repeats: int, sr_repeats: int, rates, show_preview: b
     with torch.no_grad():
         cost = limits(G, ws, planes, c)
     ops = op_counts(G, z, c, ws, planes, "fast")
-    flops_rate, bandwidth, op_us = rates
+    flops_rate, bandwidth, act_rates, op_us = rates
     today_cols = f"{'today':>8s} {'fast/today':>10s} " if baseline else ""
     print(f"{'stage':10s} {today_cols}{'ref ms':>8s} {'fast ms':>8s} {'ref/fast':>8s} | {'GFLOP':>7s} "
-          f"{'MB':>8s} {'ops':>6s} {'limit ms':>9s} {'fast/limit':>10s}")
+          f"{'MB':>8s} {'Mact':>6s} {'ops':>6s} {'limit ms':>9s} {'fast/limit':>10s}")
 
     def row(label, keys, lim, extra=""):
         ref, fast = (sum(best[p][k] for k in keys) for p in ("reference", "fast"))
@@ -328,14 +350,15 @@ def bench_model(name: str, repeats: int, sr_repeats: int, rates, show_preview: b
         if baseline:
             old = sum(best["today"][k] for k in keys)
             cols = f"{old:8.1f} {fast / old:9.2f}x "
-        print(f"{label:10s} {cols}{ref:8.1f} {fast:8.1f} {ref / fast:7.2f}x | {extra:17s} "
+        print(f"{label:10s} {cols}{ref:8.1f} {fast:8.1f} {ref / fast:7.2f}x | {extra:24s} "
               f"{sum(ops[k] for k in keys):6d} {lim:9.1f} {fast / max(lim, 1e-9):9.1f}x")
 
     rows = {}
     for k in STAGES:
-        flops, nbytes = cost[k]
-        rows[k] = max(flops / flops_rate, nbytes / bandwidth) * 1e3 + ops[k] * op_us * 1e-3
-        row(k, (k,), rows[k], f"{flops / 1e9:7.3f} {nbytes / 1e6:9.1f}")
+        flops, nbytes, acts = cost[k]
+        act_s = sum(n / act_rates[name] for name, n in acts.items())
+        rows[k] = (max(flops / flops_rate, nbytes / bandwidth) + act_s) * 1e3 + ops[k] * op_us * 1e-3
+        row(k, (k,), rows[k], f"{flops / 1e9:7.3f} {nbytes / 1e6:9.1f} {sum(acts.values()) / 1e6:6.2f}")
     for label, keys in (("neural", NEURAL), ("render", NEURAL + ("sr",)), ("end2end", STAGES)):
         row(label, keys, sum(rows[k] for k in keys))
     shared = sum(best["fast"][k] for k in STAGES if k not in NEURAL)
@@ -380,7 +403,9 @@ def main(argv=None) -> int:
     rates = machine_rates(args.threads) + (dispatch_us(),)
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load average "
           f"{load:.1f}; measured: fp32 matmul {rates[0] / 1e9:.1f} GFLOP/s, memory copy "
-          f"{rates[1] / 1e9:.1f} GB/s, {rates[2]:.1f} us per op; times: "
+          f"{rates[1] / 1e9:.1f} GB/s, "
+          + ", ".join(f"{name} {r / 1e9:.2f} G/s" for name, r in rates[2].items())
+          + f", {rates[3]:.1f} us per op; times: "
           + ("CPU time of the rendering thread" if args.threads == 1 else "wall clock"))
     baselines = {}
     if args.allocator == "reuse":
