@@ -116,16 +116,33 @@ def _common_parser() -> argparse.ArgumentParser:
 
 
 def parse_render(text: str) -> str:
-    """--render: a render type, 'planes', or 'layer:NAME[:CHANNEL]' (checked against the model later)."""
+    """--render: a render type, 'planes[:pca]', or 'layer:NAME[:CHANNEL|:pca|:gridN]' (the
+    layer name is checked against the model later)."""
     from app.state import RENDER_TYPES
-    if text in RENDER_TYPES or text == "planes":
+    from app.state.schema import MAX_GRID
+    if text in RENDER_TYPES or text in ("planes", "planes:pca"):
         return text
     parts = text.split(":")
     if parts[0] == "layer" and len(parts) in (2, 3) and parts[1]:
-        if len(parts) == 3 and not (parts[2].isdigit() and int(parts[2]) <= 4095):
-            raise argparse.ArgumentTypeError(f"{text!r}: the channel must be an integer 0..4095")
+        if len(parts) == 3 and view_of(parts[2]) is None:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: after the layer name, a channel 0..4095, 'pca' or 'gridN' (N = 1..{MAX_GRID})")
         return text
-    raise argparse.ArgumentTypeError(f"{text!r}: one of {', '.join(RENDER_TYPES)}, planes, or layer:NAME[:CHANNEL]")
+    raise argparse.ArgumentTypeError(f"{text!r}: one of {', '.join(RENDER_TYPES)}, planes, planes:pca, "
+                                     f"or layer:NAME[:CHANNEL|:pca|:gridN]")
+
+
+def view_of(text: str) -> Optional[dict]:
+    """A layer view's third --render field -> the layer state changes it means, or None if bad."""
+    from app.state.schema import MAX_GRID
+    if text.isdigit() and int(text) <= 4095:
+        return dict(layer_mode="channel", layer_channel=int(text))
+    if text == "pca":
+        return dict(layer_mode="pca")
+    count = text[len("grid"):]
+    if text.startswith("grid") and count.isdigit() and 1 <= int(count) <= MAX_GRID:
+        return dict(layer_mode="grid", layer_grid=int(count))
+    return None
 
 
 def _view_parser(default_sample_mult: Optional[float]) -> argparse.ArgumentParser:
@@ -134,9 +151,11 @@ def _view_parser(default_sample_mult: Optional[float]) -> argparse.ArgumentParse
     g.add_argument("--render", type=parse_render, metavar="WHAT",
                    help="what to show: final (super-resolved image), raw (neural render), depth, alpha, "
                         "feature (one channel, --feature-channel), planes (the tri-planes side by side, "
-                        "one channel: --feature-channel), layer:NAME[:CHANNEL] (a generator layer's channel, "
-                        "Turbo over its robust range from the first frame; names: the viewer's Layers panel "
-                        "or model.introspect.layer_names) (default final)")
+                        "one channel: --feature-channel), planes:pca (their channels as a PCA to RGB), "
+                        "layer:NAME[:CHANNEL] (a generator layer's channel, Turbo over its robust range from "
+                        "the first frame), layer:NAME:pca (PCA to RGB), layer:NAME:gridN (its first N channels "
+                        "tiled); layer names: the viewer's Layers panel or model.introspect.layer_names "
+                        "(default final)")
     g.add_argument("--feature-channel", type=bounded_int(0, 4095), metavar="C")
     g.add_argument("--nrr", "--neural-res", dest="nrr", type=bounded_int(4, MAX_NEURAL_RES), metavar="R",
                    help=f"neural rendering resolution override, 4..{MAX_NEURAL_RES}")
@@ -266,8 +285,8 @@ def build_state(args, view: bool = True):
         changes["cond_mode"] = "custom"
     if view:
         render = getattr(args, "render", None)
-        if render == "planes":
-            changes["planes_show"] = True
+        if render in ("planes", "planes:pca"):
+            changes.update(planes_show=True, planes_mode="pca" if render == "planes:pca" else "channel")
             if args.feature_channel is not None:
                 changes["planes_channel"] = args.feature_channel
             args.render = None
@@ -275,7 +294,7 @@ def build_state(args, view: bool = True):
             parts = render.split(":")
             changes.update(layer=parts[1], layer_mode="channel")
             if len(parts) == 3:
-                changes["layer_channel"] = int(parts[2])
+                changes.update(view_of(parts[2]))
             args.render = None
         for flag, field in (("render", "render_type"), ("feature_channel", "feature_channel"),
                             ("nrr", "neural_res"), ("yaw", "yaw"), ("pitch", "pitch"), ("radius", "radius"),

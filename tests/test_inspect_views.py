@@ -170,6 +170,35 @@ def test_cli_render_layer_and_planes_decode_back(G, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "layer:nope.x: no such layer" in err and len([l for l in err.splitlines() if "nope" in l]) == 1
     assert cli.main(base + ["--render", "layer:a b", "--out", str(tmp_path / "n.png")]) == 2
+    for bad in ("layer:decoder:grid0", "layer:decoder:grid65", "layer:decoder:pcaa", "planes:grid4"):
+        with pytest.raises(SystemExit) as exc:                           # argparse: usage error
+            cli.main(base + ["--render", bad, "--out", str(tmp_path / "n.png")])
+        assert exc.value.code == 2
+    assert "'gridN' (N = 1..64)" in capsys.readouterr().err
+
+
+def test_cli_render_pca_and_grid_views_decode_back(G, tmp_path):
+    """--render layer:NAME:pca / :gridN and planes:pca give the viewer's views of those modes."""
+    from PIL import Image
+    ckpt = tmp_path / "tiny.safetensors"
+    model.save(ckpt, G)
+    base = ["images", "--network", str(ckpt), "--seeds", "3", "--nrr", "32", "--sample-mult", "0.25", "--quiet"]
+    G2 = S.load_model(ckpt)
+    st = S.ViewerState(seed=3, neural_res=32, depth_mult=0.25, importance_mult=0.25)
+    layer = "backbone.synthesis.b16.conv0"
+    cases = {"pca": st.copy(layer=layer, layer_mode="pca"), "grid4": st.copy(layer=layer, layer_mode="grid", layer_grid=4)}
+    for view, expected_state in cases.items():
+        out = tmp_path / f"{view}.png"
+        assert cli.main(base + ["--render", f"layer:{layer}:{view}", "--out", str(out)]) == 0
+        got = np.asarray(Image.open(out).convert("RGB"))
+        want = S.layer_view(G2, expected_state)
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(*[np.asarray(Image.open(tmp_path / f"{v}.png").convert("RGB"))[:8, :8] for v in cases])
+    out = tmp_path / "planes_pca.png"
+    assert cli.main(base + ["--render", "planes:pca", "--out", str(out)]) == 0
+    got = np.asarray(Image.open(out).convert("RGB"))
+    np.testing.assert_array_equal(got, S.planes_view(G2, st.copy(planes_show=True, planes_mode="pca")))
+    assert not np.array_equal(got, S.planes_view(G2, st.copy(planes_show=True)))
 
 
 def test_export_planes_writes_pngs_and_the_raw_tensor(G, tmp_path):
