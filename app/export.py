@@ -571,13 +571,19 @@ class StateRenderer:
         self.depth_range: Optional[List[float]] = None
         self.feature_range: Optional[List[float]] = None
         self.layer_range: Optional[List[float]] = None      # one channel's range, from the first frame
+        self.planes_range: Optional[List[float]] = None     # the same for the planes' channel
         self.pca = S.PCACache()
 
     def _inspect(self, st: S.ViewerState, ws: Optional[torch.Tensor]) -> np.ndarray:
         """A layer or planes view; the channel range (one channel) and the PCA (per latent) are
-        fixed by the first frame, so videos do not flicker. --size sets the height."""
+        fixed by the first frame, so videos do not flicker (latent walks included: their
+        frames share the base state's latent key). --size sets the height."""
         if inspects(st) == "planes":
-            rgb = S.planes_view(self.G, st, self.cache, self.pca, ws=ws)
+            if st.planes.mode == "channel" and self.planes_range is None:
+                side = S.planes_side_by_side(S.state_planes(self.G, st, self.cache, ws))
+                self.planes_range = list(S.robust_range(side[min(st.planes.channel, side.shape[0] - 1)]))
+            rgb = S.planes_view(self.G, st, self.cache, self.pca, ws=ws,
+                                value_range=self.planes_range if st.planes.mode == "channel" else None)
         else:
             lay = st.layers
             cap = S.capture_layer(self.G, st, ws, self.cache)

@@ -279,3 +279,20 @@ def test_turntable_of_a_layer_keeps_the_first_frame_range(G, tmp_path):
     lo, hi = np.percentile(images[0].astype(np.float64), [1.0, 99.0])
     for f in range(2):                         # one range, measured on the first frame
         np.testing.assert_array_equal(frames[f], by_hand(images[f], lo, hi))
+
+
+def test_latent_walk_of_the_planes_keeps_the_first_frame_range(G):
+    """A walk's planes change every frame; their one-channel colours use the first frame's range
+    (per-frame ranges made videos flicker), and the first frame is the viewer's view."""
+    from app.export import StateRenderer
+    st = S.ViewerState(seed=4).copy(planes_show=True, planes_channel=3)
+    with torch.no_grad():
+        ws = [S.compute_ws(G, st.copy(seed=s)) for s in (4, 11)]
+        sides = [D.planes_side_by_side(G.planes(w, noise_mode="const"))[3] for w in ws]
+    renderer = StateRenderer(G, cache_size=1)
+    frames = [renderer.render([st], [w], cache=False)[0] for w in ws]
+    first = S.robust_range(sides[0])
+    np.testing.assert_array_equal(frames[0], D.colour_channel(sides[0]))
+    np.testing.assert_array_equal(frames[1], D.colour_channel(sides[1], first))
+    assert S.robust_range(sides[1]) != first
+    assert not np.array_equal(frames[1], D.colour_channel(sides[1]))   # a per-frame range would differ

@@ -12,7 +12,8 @@ from .display import (channel_grid, colour_channel, fit_planes_pca, inspect_rgb,
                       planes_side_by_side, feature_channel, image_to_uint8, png_state_text, robust_range, state_from_png,
                       state_from_png_safe, to_display_rgb)
 from .models import load_model
-from .render import (PCACache, bypasses_planes_cache, capture_layer, layer_view, planes_view, ray_index, trace_ray,
+from .render import (PCACache, bypasses_planes_cache, capture_layer, layer_view, planes_view, ray_index, state_planes,
+                     trace_ray,
                      PlanesCache, camera_label, compute_ws, conditioning_label, conditioning_pose,
                      mix_layer_indices, model_camera_defaults, pose_label, projected_ws, projection_ref,
                      render_settings, render_state, resolved_camera, z_from_seed)
@@ -22,7 +23,8 @@ from .schema import (COND_MODES, FLAT_NAMES, MAX_SEED, NOISE_MODES, PNG_STATE_KE
 
 __all__ = [
     "channel_grid", "colour_channel", "fit_planes_pca", "inspect_rgb", "normalise", "planes_rgb",
-    "planes_side_by_side", "PCACache", "bypasses_planes_cache", "capture_layer", "layer_view", "planes_view", "ray_index", "trace_ray",
+    "planes_side_by_side", "PCACache", "bypasses_planes_cache", "capture_layer", "layer_view", "planes_view", "ray_index", "state_planes",
+    "trace_ray",
     "VIEW_MODES", "LayersSection", "PlanesSection", "RaySection",
     "feature_channel", "image_to_uint8", "png_state_text", "robust_range", "state_from_png",
     "state_from_png_safe", "to_display_rgb", "load_model", "PlanesCache", "camera_label", "compute_ws",

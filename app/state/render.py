@@ -458,21 +458,29 @@ def ray_points(G, state: ViewerState) -> torch.Tensor:
     return _segment_points(o[0, i] + start[0] * d[0, i], o[0, i] + end[0] * d[0, i])
 
 
-def planes_view(G, state: ViewerState, planes_cache: Optional[PlanesCache] = None,
-                pca_cache: Optional[PCACache] = None, ws: Optional[torch.Tensor] = None) -> np.ndarray:
-    """The Tri-planes view, uint8 [H, 3 W + gaps, 3], with the state's overlays."""
-    from .display import draw_plane_points, fit_planes_pca, plane_pixels, planes_rgb
+def state_planes(G, state: ViewerState, planes_cache: Optional[PlanesCache] = None,
+                 ws: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The state's tri-planes [1, 3, C, H, W] (through the cache when one is given)."""
     if ws is None:
         ws = compute_ws(G, state)
     noise = state.render.noise_mode
     with torch.no_grad():
-        planes = planes_cache.get(G, ws, noise) if planes_cache is not None else G.planes(ws, noise_mode=noise)
+        return planes_cache.get(G, ws, noise) if planes_cache is not None else G.planes(ws, noise_mode=noise)
+
+
+def planes_view(G, state: ViewerState, planes_cache: Optional[PlanesCache] = None,
+                pca_cache: Optional[PCACache] = None, ws: Optional[torch.Tensor] = None,
+                value_range: Optional[Sequence[float]] = None) -> np.ndarray:
+    """The Tri-planes view, uint8 [H, 3 W + gaps, 3], with the state's overlays; value_range
+    fixes the one-channel colour range (None: the channel's robust range)."""
+    from .display import draw_plane_points, fit_planes_pca, plane_pixels, planes_rgb
+    planes = state_planes(G, state, planes_cache, ws)
     ps = state.planes
     pca = None
     if ps.mode == "pca":
         key = (id(G), "planes", None, state.latent.key())
         pca = pca_cache.get(key, lambda: fit_planes_pca(planes)) if pca_cache is not None else fit_planes_pca(planes)
-    rgb = planes_rgb(planes, ps.mode, ps.channel, pca)
+    rgb = planes_rgb(planes, ps.mode, ps.channel, pca, value_range)
     h, w = planes.shape[-2:]
     r = G.cfg.rendering
     if ps.frustum:
