@@ -103,3 +103,35 @@ def test_foreground_coverage_is_in_the_datasets_range(case):
     labels = torch.from_numpy(ImageFolderDataset(data).labels[:32])
     assert low <= foreground_fraction(G, labels, spec.background) <= high
     assert not low <= foreground_fraction(random_init(G), labels, spec.background) <= high   # it can fail
+
+
+RUN_STATE = REPO / "checkpoints" / "training" / "portrait-run.safetensors"   # see checkpoints/portrait.md
+
+
+def test_the_committed_portrait_run_continues_from_its_state(tmp_path):
+    """The portrait run in progress is committed with its whole training state (G, G_ema, D,
+    both optimisers, the data stream, its options), because a session's run folders do not
+    outlive it. One more step from it must continue that run, not start a new one."""
+    import json
+    import train
+    from training import options
+    spec = SHIPPED["portrait"]
+    data = tmp_path / "portrait.zip"
+    synthetic.generate_dataset(data, 16, 64, cameras=spec.cameras, seed=12345, pose_attribute_bias=spec.bias,
+                               progress=False)
+    meta = model.read_metadata(RUN_STATE)
+    state, opts = json.loads(meta["training_state"]), json.loads(meta["training_options"])
+    assert opts["cfg"] == spec.preset and opts["gen_pose_cond"] is True
+    args = ["--resume", str(RUN_STATE), "--data", str(data), "--outdir", str(tmp_path / "runs"),
+            "--kimg", f"{(state['cur_nimg'] + 8) / 1000:.3f}", "--tick", "0.008", "--snap", "1",
+            "--threads", "1", "--workers", "0", "--progress", "false", "--metrics", "none"]
+    cfg = options.resolve(options.parse_args(args))
+    assert cfg.resume.mode == "continue" and cfg.options.gamma == opts["gamma"] and cfg.batch_size == 8
+    assert train.main(args) == 0
+    (run,) = (tmp_path / "runs").glob("0*")
+    latest = run / (run / "latest").read_text().strip()
+    after = json.loads(model.read_metadata(latest)["training_state"])
+    assert after["cur_nimg"] == state["cur_nimg"] + 8                     # one step of 8 further on
+    before_G, after_G = model.load(RUN_STATE, net="G"), model.load(latest, net="G")
+    moved = [k for k, v in before_G.state_dict().items() if not torch.equal(v, after_G.state_dict()[k])]
+    assert moved                                                          # it trained, from that state
