@@ -127,7 +127,12 @@ def test_the_committed_portrait_run_continues_from_its_state(tmp_path):
             "--threads", "1", "--workers", "0", "--progress", "false", "--metrics", "none"]
     cfg = options.resolve(options.parse_args(args))
     assert cfg.resume.mode == "continue" and cfg.options.gamma == opts["gamma"] and cfg.batch_size == 8
-    assert train.main(args) == 0
+    threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
+    try:
+        assert train.main(args) == 0
+    finally:                                     # train.main sets them for this process
+        torch.set_num_threads(threads)
+        torch.set_grad_enabled(grad)
     (run,) = (tmp_path / "runs").glob("0*")
     latest = run / (run / "latest").read_text().strip()
     after = json.loads(model.read_metadata(latest)["training_state"])
