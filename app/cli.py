@@ -119,14 +119,15 @@ def parse_render(text: str) -> str:
     """--render: a render type, 'planes[:pca]', or 'layer:NAME[:CHANNEL|:pca|:gridN]' (the
     layer name is checked against the model later)."""
     from app.state import RENDER_TYPES
-    from app.state.schema import MAX_GRID
+    from app.state.schema import MAX_FEATURE_CHANNEL, MAX_GRID
     if text in RENDER_TYPES or text in ("planes", "planes:pca"):
         return text
     parts = text.split(":")
     if parts[0] == "layer" and len(parts) in (2, 3) and parts[1]:
         if len(parts) == 3 and view_of(parts[2]) is None:
             raise argparse.ArgumentTypeError(
-                f"{text!r}: after the layer name, a channel 0..4095, 'pca' or 'gridN' (N = 1..{MAX_GRID})")
+                f"{text!r}: after the layer name, a channel 0..{MAX_FEATURE_CHANNEL}, 'pca' or 'gridN' "
+                f"(N = 1..{MAX_GRID})")
         return text
     raise argparse.ArgumentTypeError(f"{text!r}: one of {', '.join(RENDER_TYPES)}, planes, planes:pca, "
                                      f"or layer:NAME[:CHANNEL|:pca|:gridN]")
@@ -134,8 +135,8 @@ def parse_render(text: str) -> str:
 
 def view_of(text: str) -> Optional[dict]:
     """A layer view's third --render field -> the layer state changes it means, or None if bad."""
-    from app.state.schema import MAX_GRID
-    if text.isdigit() and int(text) <= 4095:
+    from app.state.schema import MAX_FEATURE_CHANNEL, MAX_GRID
+    if text.isdigit() and int(text) <= MAX_FEATURE_CHANNEL:
         return dict(layer_mode="channel", layer_channel=int(text))
     if text == "pca":
         return dict(layer_mode="pca")
