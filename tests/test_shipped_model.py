@@ -138,5 +138,7 @@ def test_the_committed_portrait_run_continues_from_its_state(tmp_path):
     after = json.loads(model.read_metadata(latest)["training_state"])
     assert after["cur_nimg"] == state["cur_nimg"] + 8                     # one step of 8 further on
     before_G, after_G = model.load(RUN_STATE, net="G"), model.load(latest, net="G")
-    moved = [k for k, v in before_G.state_dict().items() if not torch.equal(v, after_G.state_dict()[k])]
-    assert moved                                                          # it trained, from that state
+    steps = [(after_G.state_dict()[k] - v).abs().max().item() for k, v in before_G.state_dict().items()
+             if v.is_floating_point()]
+    assert max(steps) > 0                                                 # it trained ...
+    assert max(steps) < 0.1           # ... one Adam step from those weights (measured 0.015; a fresh init: 3.0)
