@@ -2,7 +2,9 @@
 """Inversion speed: seconds per 100 steps of w projection and of pivotal tuning (PTI), against a
 baseline measured in the same run: one bare optimisation step (render + loss + backward + Adam on
 ws, nothing else), so the ratio is what the projector adds (w noise, schedule, MS-SSIM, history;
-PTI: the locality regulariser's two extra renders and the generator's optimiser).
+PTI: the locality regulariser's two extra renders and the generator's optimiser). The bare step is
+also timed through the reference ray marcher (the projector's default is the fast one,
+`InversionConfig.render_path`), so the gain of differentiating the fast path shows beside it.
 
     python bench/invert_speed.py                       # shipped model + ffhq512 (random weights), CPU
     python bench/invert_speed.py --device cuda --ffhq-steps 20
@@ -36,14 +38,14 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def bare_steps(G, target, c, steps: int) -> float:
-    """Seconds for `steps` plain Adam steps on ws (the baseline)."""
+def bare_steps(G, target, c, steps: int, path: str = inv.InversionConfig.render_path) -> float:
+    """Seconds for `steps` plain Adam steps on ws (the baseline), rendering through `path`."""
     ws = G.mapping(torch.zeros(1, G.z_dim, device=c.device), c).detach().requires_grad_(True)
     opt = torch.optim.Adam([ws], lr=0.01)
     loss_fn = ReconstructionLoss(target, G.img_resolution, G.neural_rendering_resolution)
 
     def step():
-        out = inv.render(G, ws, c)
+        out = inv.render(G, ws, c, path=path)
         loss = loss_fn(out)["total"]
         opt.zero_grad()
         loss.backward()
@@ -75,11 +77,13 @@ def bench(name: str, G, steps: int, device, samples: int) -> None:
     c = inv.frontal_label(G, device)
     with torch.no_grad():
         target = inv.render(G, G.mapping(torch.randn(1, G.z_dim, device=device), c), c)["image"]
+    ref = bare_steps(G, target, c, steps, "reference") / steps * 100
     base = bare_steps(G, target, c, steps) / steps * 100
     w = timed_invert(G, target, c, steps, 0, samples) / steps * 100
     pti = timed_invert(G, target, c, 0, steps, samples) / steps * 100
-    print(f"{name:28s} {device!s:6s} bare step {base:8.1f} s/100   w projection {w:8.1f} s/100 "
-          f"({w / base:4.2f}x)   PTI {pti:8.1f} s/100 ({pti / base:4.2f}x)", flush=True)
+    print(f"{name:28s} {device!s:6s} bare step {base:8.1f} s/100 (reference ray marcher {ref:8.1f}: "
+          f"{ref / base:4.2f}x)   w projection {w:8.1f} s/100 ({w / base:4.2f}x)   PTI {pti:8.1f} s/100 "
+          f"({pti / base:4.2f}x)", flush=True)
 
 
 def main() -> int:

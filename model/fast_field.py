@@ -7,10 +7,13 @@ intermediate is a ~100 MB tensor that round-trips through memory. Here the plane
 channels-last as one table of rows [B*3*H*W, C]; the 12 bilinear corners of a point (4 per
 plane) are summed with their weights (1/3 of the mean folded in) by one `embedding_bag`
 (contiguous 128-byte rows, no [N, 12, C] tensor), and the decoder runs on cache-sized chunks.
-Everything is differentiable (embedding_bag has a backward for the table and the weights).
+Everything is differentiable. On the CPU the table's gradient is one sparse-matrix product
+(`PlaneGather`) instead of embedding_bag's per-row scatter, and a recorded pass gathers all of
+its points at once (one sort per pass instead of one per chunk).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -20,6 +23,57 @@ from .triplane import PLANE_AXES, TriPlaneDecoder
 
 # The decoder's feature activation, sigmoid(x) * (1 + 2 * RGB_PAD) - RGB_PAD (triplane.py).
 RGB_PAD = 0.001
+
+
+# Points per slice of the weights' gradient (a [slice, 4P, C] gather of table rows).
+WEIGHT_GRAD_SLICE = 16384
+
+
+class PlaneGather(torch.autograd.Function):
+    """x [K, C] = sum_j weight[k, j] * table[rows[k, j]]: embedding_bag(mode='sum') forward.
+
+    Backward on the CPU: the table's gradient is S @ grad, with S the [rows, K] sparse matrix
+    of the weights, built in CSR form from one argsort of the row numbers (the CSR indices are
+    valid by construction, so their checks are off). embedding_bag's own CPU backward scatters
+    row by row: ~4x slower for the 196,608 points of a training batch of the shipped model.
+    The weights' gradient (points that require grad, e.g. camera refinement) is
+    <table[rows[k, j]], grad[k]>. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(table, rows, weight)
+        return F.embedding_bag(rows, table, mode="sum", per_sample_weights=weight)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        table, rows, weight = ctx.saved_tensors
+        grad_table = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            count, corners = rows.shape
+            flat = rows.reshape(-1).int()               # table rows < 2**31
+            order = torch.argsort(flat)
+            crow = F.pad(torch.bincount(flat, minlength=table.shape[0]).cumsum(0), (1, 0)).int()
+            point = torch.div(order, corners, rounding_mode="floor").int()
+            with warnings.catch_warnings():      # "sparse CSR support is in beta" (once)
+                warnings.simplefilter("ignore", UserWarning)
+                matrix = torch.sparse_csr_tensor(crow, point, weight.reshape(-1)[order],
+                                                 size=(table.shape[0], count), check_invariants=False)
+            grad_table = matrix @ grad
+        if ctx.needs_input_grad[2]:
+            grad_weight = torch.cat([
+                torch.bmm(table[rows[s:s + WEIGHT_GRAD_SLICE]], grad[s:s + WEIGHT_GRAD_SLICE, :, None])
+                .squeeze(-1) for s in range(0, rows.shape[0], WEIGHT_GRAD_SLICE)])
+        return grad_table, None, grad_weight
+
+
+def gather(table: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of table rows [K, C] (`PlaneGather` where a CPU gradient is recorded)."""
+    if table.device.type == "cpu" and torch.is_grad_enabled() and (
+            table.requires_grad or weight.requires_grad):
+        return PlaneGather.apply(table, rows, weight)
+    return F.embedding_bag(rows, table, mode="sum", per_sample_weights=weight)
 
 
 # Zero border around each plane in the table: clamping a corner into it reads zeros, which is
@@ -121,12 +175,13 @@ class FastField:
             sigma = points.new_empty(count)
             feats = points.new_empty(count, w2.shape[1] - 1)
         sigmas, parts = [], []
-        for start in range(0, count, self.chunk):
-            stop = min(start + self.chunk, count)
+        # A recorded pass keeps every intermediate anyway: one chunk, so one gather (one sort).
+        chunk = max(count, 1) if grad else self.chunk
+        for start in range(0, count, chunk):
+            stop = min(start + chunk, count)
             rows, weight = corner_weights(points[start:stop], None if self.batch == 1 else
                                           batch_index[start:stop], self.maps)
-            x = F.embedding_bag(rows.contiguous(), self.table, mode="sum",
-                                per_sample_weights=weight.contiguous())           # [k, C]
+            x = gather(self.table, rows.contiguous(), weight.contiguous())          # [k, C]
             x = torch.addmm(b2, F.softplus(torch.addmm(b1, x, w1)), w2)          # [k, 1 + F]
             if grad:
                 sigmas.append(x[:, 0])

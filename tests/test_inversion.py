@@ -205,6 +205,24 @@ def test_bad_inputs_get_clear_errors(G):
         inv.invert(G, torch.zeros(1, 3, 64, 64), torch.zeros(1, 16), steps=1)
     with pytest.raises(ValueError, match="space"):
         inv.invert(G, torch.zeros(1, 3, 64, 64), space="z", steps=1)
+    with pytest.raises(ValueError, match="render_path"):
+        inv.invert(G, torch.zeros(1, 3, 64, 64), steps=1, config=inv.InversionConfig(render_path="quick"))
+
+
+def test_fast_ray_marcher_follows_the_reference_trajectory(G, scene):
+    """The default (fast) ray marcher's gradients match the reference's within 1e-3, so a few
+    steps of w+ projection with camera refinement and PTI land at the same latent and camera."""
+    runs = {}
+    for path in ("reference", "fast"):
+        with single_thread():
+            runs[path] = inv.invert(G, scene["target"], scene["c_in"], space="w+", steps=6, pti_steps=2,
+                                    refine_camera=True, config=inv.InversionConfig(render_path=path,
+                                                                                   camera_warmup=0.0))
+    ref, fast = runs["reference"], runs["fast"]
+    assert (ref.ws - fast.ws).abs().max() < 1e-3 * ref.ws.abs().max()
+    assert (ref.camera - fast.camera).abs().max() < 1e-4
+    assert not torch.equal(ref.camera, scene["c_in"])             # the camera did move
+    assert fast.history["psnr"] == pytest.approx(ref.history["psnr"], abs=1e-2)
 
 
 # ------------------------------------------------------------------------------------------------
