@@ -30,6 +30,16 @@ could reach: the stages both paths run (mapping, planes, SR) as measured, plus t
 at their limit.
 --preview also times `model.preview.render_preview` (the viewer's interactive preview).
 
+On a GPU (`--device cuda`, e.g. through bench/device_session.sh) the same table is measured with
+the clock read after a device synchronisation (so a stage's time includes its kernels), the
+limit line uses the GPU's own matmul and copy rates, and there is no "today" column (the
+allocator setting is a CPU matter). `--amp bf16|fp16` runs the backbone and the SR under
+autocast (fp32 accumulation), the ray marcher and the decoder staying fp32. `--graph` adds the fixed-shape viewer frame (cached planes -> image, fast path without fine-sample
+skipping, whose data-dependent shapes a graph cannot hold) captured as a CUDA graph and as
+`torch.compile(mode="reduce-overhead")`, with the compile time. `--parity` renders each model
+deterministically on the device (both paths, and under --amp) and prints the largest
+difference to the CPU reference render against the 1e-3 (raw) / 1e-2 (image) tolerances.
+
 The render processes (the viewer's render and inversion workers, `visualizer.py` exports and
 inversion) call `model.device.reuse_host_memory()`, so
 that a frame's big tensors reuse the last frame's memory instead of page-faulting through fresh
@@ -43,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import sys
@@ -65,7 +76,10 @@ FIXTURES = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "eg3d_offic
 MODELS = ("portrait", "tiny128", "small512", "ffhq512")
 STAGES = ("mapping", "planes", "coarse", "fine", "composite", "sr")
 NEURAL = ("coarse", "fine", "composite")
-CLOCK = time.perf_counter          # main(): the thread's CPU time when running on one thread
+CLOCK = time.perf_counter          # main(): the thread's CPU time on one thread, synced on CUDA
+DEVICE = torch.device("cpu")       # main(): --device
+RAW_TOL, IMAGE_TOL = 1e-3, 1e-2    # the parity tolerances of tests/test_fast_path.py
+AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build(name: str):
@@ -76,10 +90,42 @@ def build(name: str):
     if name == "ffhq512":
         return model.build_generator(model.presets.generator_config("ffhq512")), "random weights"
     path = os.path.join(FIXTURES, f"{name}.pkl")
+    if not os.path.exists(path):          # bench/device_session.sh prepare: the G_ema alone
+        path = os.path.join(FIXTURES, f"{name}.safetensors")
     try:
         return model.load(path), "official fixture"
     except (OSError, model.CheckpointError) as exc:
         raise SystemExit(f"error: {exc}") from None
+
+
+def synced(clock):
+    """clock() read after the GPU has finished the work queued so far."""
+    def read():
+        torch.cuda.synchronize()
+        return clock()
+    return read
+
+
+@contextlib.contextmanager
+def low_precision(G, amp: str):
+    """--amp: G's convolution networks (the backbone and the SR) run under autocast in that
+    precision, their outputs cast back to fp32; the ray marcher and the decoder stay fp32
+    (autocast would put the ray positions' matmuls in 8-bit mantissas: off by ~1e-2 of the box,
+    0.7 on the raw image of the shipped model)."""
+    if AMP[amp] is None:
+        yield
+        return
+    modules = (G.backbone.synthesis, G.superresolution)
+    for module in modules:
+        def run(*args, _forward=module.forward, **kwargs):
+            with torch.autocast(DEVICE.type, dtype=AMP[amp]):
+                return _forward(*args, **kwargs).float()
+        module.forward = run
+    try:
+        yield
+    finally:
+        for module in modules:
+            del module.forward
 
 
 class StageTimer:
@@ -175,13 +221,13 @@ def op_counts(G, z, c, ws, planes, path: str) -> dict:
 
 def dispatch_us() -> float:
     """Microseconds one tiny op costs (dispatch, allocation): best of 3 x 2000 adds."""
-    a = torch.ones(4)
+    a = torch.ones(4, device=DEVICE)
     best = float("inf")
     for _ in range(3):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         for _ in range(2000):
             a + a
-        best = min(best, (time.perf_counter() - t0) / 2000)
+        best = min(best, (CLOCK() - t0) / 2000)
     return best * 1e6
 
 
@@ -195,13 +241,17 @@ def time_sr(G, features, ws) -> float:
 ACTIVATIONS = {"softplus": torch.nn.functional.softplus, "sigmoid": torch.sigmoid, "exp": torch.exp}
 
 
-def machine_rates(threads: int):
-    """(fp32 matmul FLOP/s, memory copy bytes/s, {activation: elements/s}) measured now, best
-    of 3; the activations on 1M standard-normal floats (cache-resident, so compute-bound)."""
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    x = torch.empty(32 * 2 ** 20)
+def machine_rates(amp: str = "none"):
+    """(matmul FLOP/s in the frame's precision, memory copy bytes/s, {activation: elements/s})
+    measured now, best of 3; on the CPU the activations run on 1M standard-normal floats
+    (cache-resident, so compute-bound), on a GPU on 64M (enough to fill it)."""
+    gpu = DEVICE.type == "cuda"
+    n = 4096 if gpu else 1024
+    dtype = AMP[amp] or torch.float32
+    a, b = (torch.randn(n, n, device=DEVICE, dtype=dtype) for _ in range(2))
+    x = torch.empty(32 * 2 ** 20, device=DEVICE)
     y = torch.empty_like(x)
-    v = torch.randn(2 ** 20, generator=torch.Generator().manual_seed(0))
+    v = torch.randn(2 ** 26 if gpu else 2 ** 20, generator=torch.Generator().manual_seed(0)).to(DEVICE)
     best_mm = best_copy = float("inf")
     best_act = dict.fromkeys(ACTIVATIONS, float("inf"))
     for _ in range(3):
@@ -217,7 +267,7 @@ def machine_rates(threads: int):
             for _ in range(4):
                 fn(v)
             best_act[name] = min(best_act[name], (CLOCK() - t0) / 4)
-    return (2 * 1024 ** 3 / best_mm, 2 * x.numel() * 4 / best_copy,
+    return (2 * n ** 3 / best_mm, 2 * x.numel() * 4 / best_copy,
             {name: v.numel() / t for name, t in best_act.items()})
 
 
@@ -271,14 +321,14 @@ def limits(G, ws, planes, c):
     """{stage: (FLOPs, bytes)} of one frame."""
     r = G.cfg.rendering
     rays = G.neural_rendering_resolution ** 2
-    z = torch.randn(1, G.z_dim)
+    z = torch.randn(1, G.z_dim, device=DEVICE)
     cost = {"mapping": dense_cost(lambda: G.mapping(z, c)),
             "planes": dense_cost(lambda: G.planes(ws, noise_mode="const")),
             "coarse": field_cost(G, rays * r.depth_resolution),
             "fine": field_cost(G, rays * r.depth_resolution_importance),
             "composite": composite_cost(G, rays, r.depth_resolution, r.depth_resolution_importance)}
     res = G.neural_rendering_resolution
-    feats = torch.zeros(1, G.cfg.decoder.output_features, res, res)
+    feats = torch.zeros(1, G.cfg.decoder.output_features, res, res, device=DEVICE)
     cost["sr"] = dense_cost(lambda: G.superresolution(feats[:, :3].clone(), feats, ws))
     return cost
 
@@ -286,11 +336,11 @@ def limits(G, ws, planes, c):
 def setup(name: str):
     """(G, description, camera c, z) of a benchmark model: a frontal view, as the viewer opens."""
     G, how = build(name)
-    G = G.eval().requires_grad_(False)
+    G = G.eval().requires_grad_(False).to(DEVICE)
     r = G.cfg.rendering
     c = camera.orbit_label(math.pi / 2, math.pi / 2, r.avg_camera_radius, r.avg_camera_pivot, r.avg_camera_fov)
     z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1))
-    return G, how, c, z
+    return G, how, c.to(DEVICE), z.to(DEVICE)
 
 
 def stage_times(G, c, z, paths, repeats: int, sr_repeats: int):
@@ -325,13 +375,117 @@ def today(name: str, repeats: int, sr_repeats: int) -> dict:
     return stage_times(G, c, z, ("reference",), repeats, sr_repeats)[0]["reference"]
 
 
+@contextlib.contextmanager
+def no_skipping(G):
+    """The fast path without fine-sample skipping: fixed shapes, no host-side decisions (what a
+    CUDA graph or a compiled frame can hold)."""
+    cfg = G.fast_renderer.cfg
+    G.fast_renderer.cfg = dataclasses.replace(cfg, transmittance_cutoff=0.0, opacity_cutoff=0.0)
+    try:
+        yield
+    finally:
+        G.fast_renderer.cfg = cfg
+
+
+def fixed_shape_fps(G, planes, ws, c, repeats: int, compile_too: bool) -> dict:
+    """{variant: FPS} of the viewer's orbit frame (cached planes, new camera -> image) on CUDA:
+    eager fast (no skipping), the same frame replayed from a CUDA graph, and optionally
+    torch.compile(mode='reduce-overhead') of it (with its compile seconds). A variant that
+    cannot be built prints why and is left out."""
+    frames = max(10, 10 * repeats)
+    static_c = c.clone()
+    cams = [camera.orbit_label(math.pi / 2 + 0.3 * math.sin(i), math.pi / 2,
+                               G.cfg.rendering.avg_camera_radius, G.cfg.rendering.avg_camera_pivot,
+                               G.cfg.rendering.avg_camera_fov).to(DEVICE) for i in range(frames)]
+
+    def one(cam):
+        return G.render(planes, ws, cam, path="fast")["image"]
+
+    def fps(step) -> float:
+        for cam in cams[:3]:
+            step(cam)
+        t0 = CLOCK()
+        for cam in cams:
+            step(cam)
+        return frames / (CLOCK() - t0)
+
+    out = {}
+    with torch.no_grad(), no_skipping(G):
+        out["fast, eager, no skipping"] = fps(one)
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    one(static_c)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                one(static_c)
+
+            def replay(cam):
+                static_c.copy_(cam)
+                graph.replay()
+            out["fast, CUDA graph"] = fps(replay)
+        except RuntimeError as exc:
+            print(f"CUDA graph: not captured ({str(exc).splitlines()[0]})")
+        if compile_too:
+            try:
+                compiled = torch.compile(one, mode="reduce-overhead")
+                t0 = time.perf_counter()
+                compiled(static_c)
+                compiled(static_c)
+                torch.cuda.synchronize()
+                print(f"torch.compile: {time.perf_counter() - t0:.1f} s to compile and run twice")
+                out["fast, torch.compile"] = fps(compiled)
+            except Exception as exc:  # noqa: BLE001 - a compiler failure is a result to report
+                print(f"torch.compile: failed ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+    return out
+
+
+def parity(name: str, amp: str) -> None:
+    """Largest difference of the device's deterministic frame (from the same z, both paths) to
+    the CPU reference frame, against the parity tolerances."""
+    G, _ = build(name)
+    G = G.eval().requires_grad_(False)
+    r = G.cfg.rendering
+    c = camera.orbit_label(math.pi / 2 + 0.4, math.pi / 2 - 0.2, r.avg_camera_radius,
+                           r.avg_camera_pivot, r.avg_camera_fov)
+    z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(2))
+
+    def frame_of(net, path, device):
+        zd, cd = z.to(device), c.to(device)
+        with torch.no_grad():
+            ws = net.mapping(zd, cd, truncation_psi=0.7)
+            out = net.render(net.planes(ws, noise_mode="const"), ws, cd, deterministic=True, path=path)
+        return {k: out[k].float().cpu() for k in ("image_raw", "image")}
+
+    with torch.no_grad():
+        oracle = frame_of(G, "reference", torch.device("cpu"))
+    G = G.to(DEVICE)
+    for path in ("reference", "fast"):
+        with low_precision(G, amp):
+            got = frame_of(G, path, DEVICE)
+        raw, image = ((got[k] - oracle[k]).abs().max().item() for k in ("image_raw", "image"))
+        ok = raw < RAW_TOL and image < IMAGE_TOL
+        print(f"parity {name} {DEVICE.type} {path} amp={amp}: raw {raw:.2e} (tol {RAW_TOL:g}), "
+              f"image {image:.2e} (tol {IMAGE_TOL:g}) -> {'ok' if ok else 'OVER TOLERANCE'}")
+
+
 def bench_model(name: str, repeats: int, sr_repeats: int, rates, show_preview: bool,
-                baseline: dict = None) -> dict:
+                baseline: dict = None, amp: str = "none", graph: bool = False,
+                compile_too: bool = False) -> dict:
     G, how, c, z = setup(name)
     r = G.cfg.rendering
     print(f"\n== {name} ({how}): {G.img_resolution} px, neural {G.neural_rendering_resolution} px, "
           f"{r.depth_resolution}+{r.depth_resolution_importance} samples/ray, "
-          f"SR {G.cfg.superres.module}")
+          f"SR {G.cfg.superres.module}" + (f", autocast {amp}" if amp != "none" else ""))
+    with low_precision(G, amp):
+        return _bench_model(G, c, z, repeats, sr_repeats, rates, show_preview, baseline, graph,
+                            compile_too)
+
+
+def _bench_model(G, c, z, repeats, sr_repeats, rates, show_preview, baseline, graph, compile_too):
     best, ws, planes = stage_times(G, c, z, ("reference", "fast"), repeats, sr_repeats)
     if baseline:
         best["today"] = baseline
@@ -369,6 +523,12 @@ def bench_model(name: str, repeats: int, sr_repeats: int, rates, show_preview: b
     cached = NEURAL + ("sr",)
     fps = {p: 1e3 / sum(best[p][k] for k in cached) for p in best}
     print("FPS from cached planes: " + ", ".join(f"{p} {v:.2f}" for p, v in fps.items()))
+    if graph:
+        fixed = fixed_shape_fps(G, planes, ws, c, repeats, compile_too)
+        print("orbit frame (cached planes), FPS: " + ", ".join(f"{k} {v:.1f}" for k, v in fixed.items()))
+        top = max(fixed.values(), default=fps["fast"])
+        print(f"best orbit FPS {top:.1f} = {top / fps['reference']:.2f}x the reference path's "
+              f"{fps['reference']:.1f}")
     if show_preview:
         settings = preview.PreviewSettings()
         with torch.no_grad():
@@ -383,38 +543,64 @@ def bench_model(name: str, repeats: int, sr_repeats: int, rates, show_preview: b
 
 
 def main(argv=None) -> int:
+    global CLOCK, DEVICE, FIXTURES
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to render (default cpu)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--repeats", type=int, default=2, help="timed frames per path (default 2)")
     p.add_argument("--sr-repeats", type=int, default=1,
                    help="timed SR runs (the same module on both paths, timed once per model; default 1)")
     p.add_argument("--preview", action="store_true", help="also time the interactive preview")
+    p.add_argument("--amp", choices=tuple(AMP), default="none",
+                   help="run the backbone and the SR under autocast in this precision (fp32 "
+                        "accumulation; the ray marcher stays fp32; default none)")
+    p.add_argument("--graph", action="store_true",
+                   help="CUDA: also time the orbit frame replayed from a CUDA graph")
+    p.add_argument("--compile", action="store_true",
+                   help="CUDA, with --graph: also torch.compile(mode='reduce-overhead') the orbit frame")
+    p.add_argument("--parity", action="store_true",
+                   help="only compare each model's deterministic frame on --device with the CPU reference")
     p.add_argument("--allocator", choices=("reuse", "default"), default="reuse",
-                   help="reuse: as the viewer's render process and the exports run "
+                   help="CPU. reuse: as the viewer's render process and the exports run "
                         "(model.device.reuse_host_memory), after timing today's reference frame with "
                         "glibc's default; default: glibc's default only (default reuse)")
+    p.add_argument("--fixtures", default=FIXTURES,
+                   help="folder of tiny128 / small512 (.pkl or .safetensors; default ../shared's)")
     args = p.parse_args(argv)
+    FIXTURES = args.fixtures
+    DEVICE = torch.device(args.device)
+    gpu = DEVICE.type == "cuda"
+    if gpu and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device here")
+    if (args.graph or args.compile) and not gpu:
+        p.error("--graph and --compile need --device cuda")
     torch.set_num_threads(args.threads)
-    global CLOCK
-    CLOCK = time.thread_time if args.threads == 1 else time.perf_counter
+    if args.parity:
+        for name in args.models:
+            parity(name, args.amp)
+        return 0
+    CLOCK = synced(time.perf_counter) if gpu else (time.thread_time if args.threads == 1 else time.perf_counter)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    rates = machine_rates(args.threads) + (dispatch_us(),)
-    print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load average "
-          f"{load:.1f}; measured: fp32 matmul {rates[0] / 1e9:.1f} GFLOP/s, memory copy "
+    rates = machine_rates(args.amp) + (dispatch_us(),)
+    where = (f"{torch.cuda.get_device_name(DEVICE)}" if gpu else
+             f"{args.threads} threads, {os.cpu_count()} CPUs, load average {load:.1f}")
+    print(f"torch {torch.__version__}, {where}; measured: "
+          f"{'fp32' if args.amp == 'none' else args.amp} matmul {rates[0] / 1e9:.1f} GFLOP/s, memory copy "
           f"{rates[1] / 1e9:.1f} GB/s, "
           + ", ".join(f"{name} {r / 1e9:.2f} G/s" for name, r in rates[2].items())
           + f", {rates[3]:.1f} us per op; times: "
-          + ("CPU time of the rendering thread" if args.threads == 1 else "wall clock"))
+          + ("wall clock after a device sync" if gpu else
+             "CPU time of the rendering thread" if args.threads == 1 else "wall clock"))
     baselines = {}
-    if args.allocator == "reuse":
+    if args.allocator == "reuse" and not gpu:
         baselines = {name: today(name, args.repeats, args.sr_repeats) for name in args.models}
         if not reuse_host_memory():
             print("note: reuse_host_memory() does not apply here (not glibc): allocator unchanged")
     for name in args.models:
-        bench_model(name, args.repeats, args.sr_repeats, rates, args.preview, baselines.get(name))
+        bench_model(name, args.repeats, args.sr_repeats, rates, args.preview, baselines.get(name),
+                    args.amp, args.graph, args.compile)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
