@@ -18,24 +18,30 @@ def naive_upfirdn(x, f, up, down, pad):
     u = np.zeros((b, c, h * up, w * up))
     u[:, :, ::up, ::up] = x
     left, right, top, bottom = pad
-    u = np.pad(u, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    k = f.shape[0]
-    oh, ow = u.shape[2] - k + 1, u.shape[3] - k + 1
+    u = np.pad(u, ((0, 0), (0, 0), (max(top, 0), max(bottom, 0)), (max(left, 0), max(right, 0))))
+    u = u[:, :, max(-top, 0):u.shape[2] - max(-bottom, 0), max(-left, 0):u.shape[3] - max(-right, 0)]
+    kh, kw = f.shape
+    oh, ow = u.shape[2] - kh + 1, u.shape[3] - kw + 1
     out = np.zeros((b, c, oh, ow))
     fflip = f[::-1, ::-1]
     for i in range(oh):
         for j in range(ow):
-            out[:, :, i, j] = (u[:, :, i:i + k, j:j + k] * fflip).sum(axis=(2, 3))
+            out[:, :, i, j] = (u[:, :, i:i + kh, j:j + kw] * fflip).sum(axis=(2, 3))
     return out[:, :, ::down, ::down]
 
 
-@pytest.mark.parametrize("up,down,pad", [(2, 1, (2, 1, 2, 1)), (1, 2, (1, 1, 1, 1)), (1, 1, (1, 2, 0, 3))])
+@pytest.mark.parametrize("up,down,pad", [(2, 1, (2, 1, 2, 1)), (1, 2, (1, 1, 1, 1)), (1, 1, (1, 2, 0, 3)),
+                                         (1, 1, (2, 2, 2, 2)), (2, 1, (0, 0, 0, 0)), (2, 1, (5, 4, 6, 3)),
+                                         (2, 1, (-1, 0, 1, -2)), (2, 2, (1, 2, 2, 1)), (4, 1, (3, 2, 2, 3))])
 def test_upfirdn2d_matches_direct_definition(up, down, pad):
     torch.manual_seed(0)
-    x = torch.randn(2, 3, 6, 6)
+    x = torch.randn(2, 3, 6, 5)
     f = torch.tensor([[1.0, 2.0, 0.5, 0.1]]).T @ torch.tensor([[0.3, 1.0, 2.0, 1.0]])  # asymmetric
     got = ops.upfirdn2d(x, f, up=up, down=down, padding=pad)
     np.testing.assert_allclose(got.numpy(), naive_upfirdn(x, f, up, down, pad), atol=1e-5)
+    rect = f[:3]                                                                 # a 3 x 4 filter
+    got = ops.upfirdn2d(x, rect, up=up, down=down, padding=pad, gain=2.0)
+    np.testing.assert_allclose(got.numpy(), 2 * naive_upfirdn(x, rect, up, down, pad), atol=1e-5)
 
 
 def test_resampling_keeps_constants():
