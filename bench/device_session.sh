@@ -7,23 +7,24 @@
 #   bash bench/device_session.sh prepare          # here: fixtures -> .device/ (ignored by git)
 #   device run: command="bash bench/device_session.sh run", timeout_s=600, carry=[".device"]
 #
-# `run` (on the GPU machine; $OUT is the folder that comes back, default ./device_out):
-#   1. parity: each model's deterministic frame on CUDA (both paths, fp32 / bf16 / fp16 for the
-#      convolution networks) against the CPU reference (bench/render_speed.py --parity);
-#   2. render speed on CUDA, reference vs fast per stage with the GPU's limit line, the orbit
-#      frame eager / CUDA graph (bench/render_speed.py --graph), then torch.compile at ffhq512;
-#   3. a training step at the ffhq512 architecture, reference vs fast ray marcher
-#      (bench/train_speed.py);
-#   4. the committed portrait run continued for TRAIN_S seconds (timeout sends SIGINT: train.py
-#      writes a snapshot and exits), on data generated there with the model card's command
-#      (run second, after the fp32 parity, so that the benches' time boxes cannot eat it).
+# `run` (on the GPU machine; $OUT is the folder that comes back, default ./device_out), in order
+# of importance, so that the deadline cuts the least useful steps:
+#   1. parity: each model's deterministic frame on CUDA, both paths, against the CPU reference
+#      (bench/render_speed.py --parity);
+#   2. the committed portrait run continued for TRAIN_S seconds (timeout sends SIGINT: train.py
+#      writes a snapshot and exits), on data generated there with the model card's command;
+#   3. render speed on CUDA, reference vs fast per stage with the GPU's limit line, the orbit
+#      frame eager and as a CUDA graph (bench/render_speed.py --graph);
+#   4. a training step at the ffhq512 architecture, reference vs fast ray marcher
+#      (bench/train_speed.py; 8 steps, so without the lazy R1 step);
+#   5. parity and render speed with the backbone and SR in bf16 / fp16, then torch.compile.
 # Each step has its own time box, so a slow or failing step costs only its share. Results:
 # $OUT/session.log (every step's output), $OUT/train.log, $OUT/portrait-run-gpu.safetensors
 # (the run's last snapshot: G, G_ema, D, optimiser states). Bring the snapshot back and evaluate
 # it here with the model card's metrics command before anything replaces a shipped file.
 #
 # Knobs (environment): DEADLINE_S (default 560: seconds from the start after which nothing new
-# starts), TRAIN_S (default 240), TRAIN_BATCH (default 32: the GPU idles at the CPU run's
+# starts), TRAIN_S (default 200), TRAIN_BATCH (default 32: the GPU idles at the CPU run's
 # batch 8), RUN (default checkpoints/training/portrait-run.safetensors), DATA (an existing
 # dataset instead of generating one).
 set -uo pipefail
@@ -58,7 +59,7 @@ OUT=${OUT:-device_out}
 mkdir -p "$OUT"
 DEADLINE_S=${DEADLINE_S:-560}
 TRAIN_BATCH=${TRAIN_BATCH:-32}
-TRAIN_S=${TRAIN_S:-240}
+TRAIN_S=${TRAIN_S:-200}
 RUN=${RUN:-checkpoints/training/portrait-run.safetensors}
 export PYTHONUNBUFFERED=1
 LOG="$OUT/session.log"
@@ -116,10 +117,10 @@ if [ -n "$last" ]; then
   echo "== snapshot: $last -> $OUT/portrait-run-gpu.safetensors" | tee -a "$LOG"
 fi
 
+step 90 "render fp32" python3 bench/render_speed.py --device cuda --graph --repeats 5 "${FIX[@]}"
+step 120 "train step" python3 bench/train_speed.py --cfg ffhq --resolution 512 --batch 32 --batch-gpu 4 --device cuda --steps 8 --warmup 1 --compare render_path=fast
 step 30 "parity bf16" python3 bench/render_speed.py --device cuda --parity --amp bf16 "${FIX[@]}" --models portrait small512 ffhq512
 step 30 "parity fp16" python3 bench/render_speed.py --device cuda --parity --amp fp16 "${FIX[@]}" --models portrait small512 ffhq512
-step 90 "render fp32" python3 bench/render_speed.py --device cuda --graph --repeats 5 "${FIX[@]}"
 step 45 "render bf16" python3 bench/render_speed.py --device cuda --graph --repeats 5 --amp bf16 "${FIX[@]}" --models small512 ffhq512
-step 90 "train step" python3 bench/train_speed.py --cfg ffhq --resolution 512 --batch 32 --batch-gpu 4 --device cuda --steps 16 --warmup 1 --compare render_path=fast
 step 60 "render compile" python3 bench/render_speed.py --device cuda --graph --compile --repeats 5 --models ffhq512
 echo "== done after $(( $(date +%s) - START )) s" | tee -a "$LOG"
