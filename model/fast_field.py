@@ -35,7 +35,8 @@ class PlaneGather(torch.autograd.Function):
     Backward on the CPU: the table's gradient is S @ grad, with S the [rows, K] sparse matrix
     of the weights, built in CSR form from one argsort of the row numbers (the CSR indices are
     valid by construction, so their checks are off). embedding_bag's own CPU backward scatters
-    row by row: ~4x slower for the 196,608 points of a training batch of the shipped model.
+    row by row: 116 ms against 48 ms (sort included) for the 196,608 points of a training batch
+    of the shipped model, 2 threads.
     The weights' gradient (points that require grad, e.g. camera refinement) is
     <table[rows[k, j]], grad[k]>. Not twice differentiable.
     """

@@ -57,7 +57,7 @@ class InversionConfig:
     locality_every: int = 1            # apply the regulariser every N PTI steps
     neural_rendering_resolution: Optional[int] = None   # None = the model's
     # The ray marcher, differentiated: "fast" (model/fast_render.py: same gradients within
-    # 1e-3, 1.3x faster per step here) or "reference" (the oracle).
+    # 1e-3; a step 1.5-1.6x faster here, bench/invert_speed.py) or "reference" (the oracle).
     render_path: str = "fast"
     seed: int = 0
 

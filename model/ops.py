@@ -57,8 +57,8 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1,
 
     x: [B, C, H, W]; f: [kh, kw]; padding: (left, right, top, bottom), negative values crop.
     Upsampling runs as one transposed depthwise convolution, which never multiplies the inserted
-    zeros (the same sums; 8x faster than insert + pad + convolve on tiny128's 96-channel skip
-    images); its output is then cropped or zero-padded to the padded frame.
+    zeros (the same sums; 2.6 ms against 8-22 ms for insert + pad + convolve on tiny128's
+    96 x 128² skip image); its output is then cropped or zero-padded to the padded frame.
     """
     batch, channels, height, width = x.shape
     left, right, top, bottom = padding
