@@ -34,9 +34,10 @@ On a GPU (`--device cuda`, e.g. through bench/device_session.sh) the same table 
 the clock read after a device synchronisation (so a stage's time includes its kernels), the
 limit line uses the GPU's own matmul and copy rates, and there is no "today" column (the
 allocator setting is a CPU matter). `--amp bf16|fp16` runs the backbone and the SR under
-autocast (fp32 accumulation), the ray marcher and the decoder staying fp32. `--graph` adds the fixed-shape viewer frame (cached planes -> image, fast path without fine-sample
-skipping, whose data-dependent shapes a graph cannot hold) captured as a CUDA graph and as
-`torch.compile(mode="reduce-overhead")`, with the compile time. `--parity` renders each model
+autocast (fp32 accumulation), the ray marcher and the decoder staying fp32. `--graph` adds the
+fixed-shape viewer frame (cached planes -> image, fast path without fine-sample skipping, whose
+data-dependent shapes a graph cannot hold) replayed from a CUDA graph; `--compile` also
+`torch.compile(mode="reduce-overhead")`s it, with the compile time. `--parity` renders each model
 deterministically on the device (both paths, and under --amp) and prints the largest
 difference to the CPU reference render against the 1e-3 (raw) / 1e-2 (image) tolerances.
 
@@ -558,7 +559,7 @@ def main(argv=None) -> int:
     p.add_argument("--graph", action="store_true",
                    help="CUDA: also time the orbit frame replayed from a CUDA graph")
     p.add_argument("--compile", action="store_true",
-                   help="CUDA, with --graph: also torch.compile(mode='reduce-overhead') the orbit frame")
+                   help="CUDA: --graph, and torch.compile(mode='reduce-overhead') of the orbit frame")
     p.add_argument("--parity", action="store_true",
                    help="only compare each model's deterministic frame on --device with the CPU reference")
     p.add_argument("--allocator", choices=("reuse", "default"), default="reuse",
@@ -599,7 +600,7 @@ def main(argv=None) -> int:
             print("note: reuse_host_memory() does not apply here (not glibc): allocator unchanged")
     for name in args.models:
         bench_model(name, args.repeats, args.sr_repeats, rates, args.preview, baselines.get(name),
-                    args.amp, args.graph, args.compile)
+                    args.amp, args.graph or args.compile, args.compile)
     return 0
 
 if __name__ == "__main__":
