@@ -34,7 +34,7 @@ class Shipped:
 
 
 SHIPPED = {
-    "portrait": Shipped("portrait.safetensors", "portrait", 0.8, True, 0.0, 1.0, "tiny", swd_bound=50.0),
+    "portrait": Shipped("portrait.safetensors", "portrait", 0.8, True, 0.0, 1.0, "tiny", swd_bound=45.0),
     "objects360": Shipped("objects360.safetensors", "360", 0.0, False, 1.0, 1.6, "tiny360", swd_bound=45.0),
 }
 
