@@ -167,9 +167,13 @@ def test_render_path_fast_trains_on_the_fast_ray_marcher(data32, tmp_path, monke
     a, b = model.load_all(latest(run_dir_of(tmp_path / "ref"))), model.load_all(latest(run_dir_of(tmp_path / "fast")))
     moved = 0.0
     for key, value in a["G"].state_dict().items():
-        other = b["G"].state_dict()[key]
-        assert torch.allclose(value, other, rtol=0, atol=1e-4), key
-        moved = max(moved, (value - other).abs().max().item())
+        diff = (value - b["G"].state_dict()[key]).abs()
+        # Adam's first step is lr * g / (|g| + eps): float rounding of a near-zero gradient can move
+        # a weight by up to 2 lr, so a few elements per tensor may differ (measured: at most 7 of
+        # 4,608, by at most 5.6e-4); the rest must agree to float rounding.
+        assert (diff > 1e-4).float().mean() < 5e-3, key      # a scalar must be within 1e-4
+        assert diff.max() <= 2 * 0.0025 + 1e-6, key                  # 2 x the tiny preset's glr
+        moved = max(moved, diff.max().item())
     assert moved > 0, "the two paths gave bit-identical weights: was the fast path used?"
     run = run_dir_of(tmp_path / "ref")
     assert train.main(["--resume", run, "--kimg=0.016", "--render-path=fast", *FAST]) == 0
