@@ -36,17 +36,11 @@ MODE=${1:-}
 if [ "$MODE" = prepare ]; then
   set -e
   mkdir -p "$DEV"
-  python3 - "$DEV" <<'EOF'
-import os, sys
-sys.path.insert(0, os.getcwd())
-import model
-from model import checkpoint
-src = os.path.join(os.path.dirname(os.getcwd()), "shared", "fixtures", "eg3d_official")
-for name in ("tiny128", "small512"):
-    dest = os.path.join(sys.argv[1], f"{name}.safetensors")
-    checkpoint.save(dest, {"G_ema": model.load(os.path.join(src, f"{name}.pkl"))})
-    print(f"{dest}: {os.path.getsize(dest) / 2**20:.1f} MiB")
-EOF
+  src=../shared/fixtures/eg3d_official
+  for name in tiny128 small512; do
+    python3 -m model.convert "$src/$name.pkl" "$DEV/$name.safetensors"     # G_ema only
+    ls -l "$DEV/$name.safetensors"
+  done
   echo "prepared $DEV; now: device run command='bash bench/device_session.sh run' timeout_s=600 carry=['$DEV']"
   exit 0
 fi
