@@ -5,8 +5,9 @@ depths), computed with less memory traffic:
 
 - the field is `FastField` (fused channels-last tri-plane gather + decoder, in chunks);
 - compositing needs only the densities in depth order: the fine samples are merged into the
-  coarse ones by rank (`searchsorted`; the coarse set is sorted, the fine set too in
-  deterministic mode, else only its 1-channel depths are sorted), the per-sample weights are
+  coarse ones by rank (each coarse sample lies in its own stratum, so a fine sample's rank is
+  three comparisons, not a search; the fine set comes sorted in deterministic mode, else only
+  its 1-channel depths are sorted), the per-sample weights are
   computed on the merged 1-channel densities and mapped back, and the 32 features are summed
   with one batched matrix product per set, never sorted, gathered or averaged;
 - fine samples that cannot matter are not evaluated (see `FastRenderConfig` for the bounds).
@@ -91,15 +92,53 @@ def sample_weights(weights: torch.Tensor) -> torch.Tensor:
     return (F.pad(weights, (1, 0)) + F.pad(weights, (0, 1))) / 2
 
 
-def merge_ranks(coarse: torch.Tensor, fine: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Positions [R, N], [R, K] of two sorted depth sets [R, N], [R, K] in their merged order.
+def strata(depths: torch.Tensor, start, end, count: int, disparity: bool) -> Optional[torch.Tensor]:
+    """Stratum [R, K] of `stratified_depths(start, end, count)` that each depth [R, K] lies in.
+
+    Coarse sample i of a ray lies in stratum i: [i, i + 1) of its position t (N - 1) along the
+    ray's range (t in depth, or in disparity with disparity sampling). Floored, so off by at most
+    one through rounding (`merge_ranks` allows for that), and clamped to [-1, N]. None when a
+    ray's range is empty (no strata to read).
+    """
+    if isinstance(start, torch.Tensor):
+        if not bool((end > start).all()):
+            return None
+        start, end = start.reshape(-1, 1), end.reshape(-1, 1)
+    elif not end > start:
+        return None
+    if disparity:
+        t = (1 / depths - 1 / start) / (1 / end - 1 / start)
+    else:
+        t = (depths - start) / (end - start)
+    return (t * (count - 1)).floor_().clamp_(-1, count).long()
+
+
+def merge_ranks(coarse: torch.Tensor, fine: torch.Tensor, stratum: Optional[torch.Tensor] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positions [R, N], [R, K] of two sorted depth sets [R, N], [R, K] in their merged order,
+    and the number of coarse samples at or in front of each fine sample [R, K].
 
     Ties put the coarse sample first; tied samples are the same point, so order is immaterial.
+    With `stratum` (`strata` of the fine samples; the coarse set must be the stratified one it
+    describes), a fine sample's count is three comparisons with the coarse samples of the strata
+    around it, since every coarse sample further in front is nearer and every one further behind
+    is farther; else a binary search.
     """
     n, k = coarse.shape[1], fine.shape[1]
-    pos_c = torch.arange(n, device=coarse.device) + torch.searchsorted(fine, coarse, right=False)
-    pos_f = torch.arange(k, device=coarse.device) + torch.searchsorted(coarse, fine, right=True)
-    return pos_c, pos_f
+    if stratum is None or n < 3:
+        before = torch.searchsorted(coarse, fine, right=True)
+    else:
+        rays = coarse.shape[0]
+        low = (stratum - 1).clamp_(0, n - 3)                                       # [R, K]
+        near = coarse.gather(1, (low.unsqueeze(1) + torch.arange(3, device=coarse.device)
+                                 .reshape(1, 3, 1)).reshape(rays, 3 * k)).reshape(rays, 3, k)
+        before = low + (near <= fine.unsqueeze(1)).sum(dim=1)
+    # fine samples in front of coarse sample i: those with before <= i
+    counts = torch.zeros(coarse.shape[0], n + 1, dtype=before.dtype, device=before.device)
+    in_front = counts.scatter_add_(1, before, torch.ones_like(before)).cumsum(dim=1)[:, :n]
+    pos_c = torch.arange(n, device=coarse.device) + in_front
+    pos_f = torch.arange(k, device=coarse.device) + before
+    return pos_c, pos_f, before
 
 
 def fine_mask(depths: torch.Tensor, fine: torch.Tensor, trans: torch.Tensor,
@@ -165,15 +204,18 @@ def render_rays(field: FastField, origins: torch.Tensor, directions: torch.Tenso
         zf = depths_fine.reshape(rays, n_fine)
         keep = fine_mask(zc, zf, trans_c, weights_c.sum(dim=1, keepdim=True), fast)
         sigma_f, feats_f = run(zf, keep)          # in the reference's order (same noise draws)
+        def ranks(z: torch.Tensor):
+            return merge_ranks(zc, z, strata(z, start, end, n_coarse, cfg.disparity_space_sampling))
+
         if deterministic:                         # u = linspace: the fine depths come sorted
-            pos_c, pos_f = merge_ranks(zc, zf)
+            pos_c, pos_f, before = ranks(zf)
         else:                                     # random u: rank the sorted set, map back
             zs, order = zf.sort(dim=1)
-            pos_c, pos_s = merge_ranks(zc, zs)
+            pos_c, pos_s, before_s = ranks(zs)
             pos_f = torch.empty_like(pos_s).scatter_(1, order, pos_s)
+            before = None if keep is None else torch.empty_like(before_s).scatter_(1, order, before_s)
         if keep is not None:       # skipped: density of the coarse sample in front
-            front = (torch.searchsorted(zc, zf, right=True) - 1).clamp_min(0)
-            sigma_f = torch.where(keep, sigma_f, sigma_c.gather(1, front))
+            sigma_f = torch.where(keep, sigma_f, sigma_c.gather(1, (before - 1).clamp_min(0)))
         total = n_coarse + n_fine
         z_all = zc.new_empty(rays, total).scatter_(1, pos_c, zc).scatter_(1, pos_f, zf)
         s_all = sigma_c.new_empty(rays, total).scatter(1, pos_c, sigma_c).scatter(1, pos_f, sigma_f)

@@ -11,7 +11,7 @@ import torch
 
 import model
 from conftest import REPO
-from model import fast_render
+from model import fast_render, rendering
 from model.fast_field import RGB_PAD
 from model.preview import PreviewSettings, render_preview
 
@@ -103,11 +103,41 @@ def test_merge_ranks_equal_a_stable_sort():
     fine = torch.rand(50, 7, generator=g)
     fine[:, 3] = coarse[:, 4]                    # ties
     fine = fine.sort(dim=1).values
-    pos_c, pos_f = fast_render.merge_ranks(coarse, fine)
+    pos_c, pos_f, before = fast_render.merge_ranks(coarse, fine)
     merged = torch.empty(50, 16).scatter_(1, pos_c, coarse).scatter_(1, pos_f, fine)
     torch.testing.assert_close(merged, torch.cat([coarse, fine], 1).sort(dim=1, stable=True).values,
                                rtol=0, atol=0)
     assert (torch.cat([pos_c, pos_f], 1).sort(dim=1).values == torch.arange(16)).all()
+    assert torch.equal(before, (coarse.unsqueeze(1) <= fine.unsqueeze(2)).sum(dim=2))
+
+
+@pytest.mark.parametrize("disparity,deterministic,per_ray", [
+    (False, False, False), (False, True, False), (False, False, True), (False, True, True),
+    (True, False, False), (True, True, False)])
+def test_merge_ranks_from_strata_equal_the_search(disparity, deterministic, per_ray):
+    """The three-comparison ranks of stratified coarse sets equal the binary search's, with fine
+    samples on coarse samples (ties) and at the ends of the range."""
+    torch.manual_seed(3)
+    b, m, n, k = 2, 400, 9, 8
+    if per_ray:                                  # 'auto' limits: a range per ray
+        start = 2 + torch.rand(b, m, 1)
+        end = start + 0.01 + torch.rand(b, m, 1)
+    else:
+        start, end = 2.25, 3.3
+    zc = rendering.stratified_depths(b, m, start, end, n, "cpu", disparity, deterministic).reshape(b * m, n)
+    fine = zc[:, :1] + (zc[:, -1:] - zc[:, :1]) * torch.rand(b * m, k)
+    fine[:, 0], fine[:, 1], fine[:, 2], fine[:, 3] = zc[:, 0], zc[:, 3], zc[:, 7], zc[:, -1]
+    fine = fine.sort(dim=1).values
+    stratum = fast_render.strata(fine, start, end, n, disparity)
+    assert stratum is not None
+    for got, want in zip(fast_render.merge_ranks(zc, fine, stratum), fast_render.merge_ranks(zc, fine)):
+        assert torch.equal(got, want)
+
+
+def test_strata_refuse_an_empty_range():
+    assert fast_render.strata(torch.ones(2, 3), 2.0, 2.0, 5, False) is None
+    start = torch.tensor([[[1.0], [2.0]]])
+    assert fast_render.strata(torch.ones(2, 3), start, start + torch.tensor([[[1.0], [0.0]]]), 5, False) is None
 
 
 def merged_transmittance_at_cut(G, planes, c, tau: float) -> torch.Tensor:
