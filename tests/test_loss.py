@@ -196,6 +196,50 @@ def test_greg_phase_backpropagates_density_reg_only():
                                     torch.randn(4, G.z_dim), torch.randn(4, 25), gain=4, cur_nimg=0) == {}
 
 
+def _opaque_tiny_nets():
+    """_tiny_nets with the decoder's density raised everywhere, so renders are opaque (alpha > 0.5)."""
+    G, D = _tiny_nets()
+    out = G.decoder.net[2]
+    with torch.no_grad():
+        out.bias[0] += 3 / out.bias_gain
+    return G, D
+
+
+def test_view_consistency_teaches_the_two_views_to_agree():
+    """Adam on the super-resolution alone, on the view-consistency loss of fixed planes: the
+    reprojection error of the two views falls (0.0153 -> 0.0025 in 20 steps, measured)."""
+    G, _ = _opaque_tiny_nets()
+    G.superresolution.requires_grad_(True)
+    opt = torch.optim.Adam(G.superresolution.parameters(), lr=1e-2)
+    torch.manual_seed(0)
+    c = model.camera.orbit_label([1.4, 1.7, 1.5, 1.6], [1.5, 1.6, 1.55, 1.5], 2.7)
+    ws = G.mapping(torch.randn(4, G.z_dim), c)
+    planes = G.planes(ws)
+    losses = []
+    for _ in range(21):
+        torch.manual_seed(1)                    # the same ray jitter every step
+        vc = L.view_consistency(G, planes, ws, c, 0.1, 16)
+        losses.append(float(vc.detach()))
+        opt.zero_grad()
+        vc.backward()
+        opt.step()
+    assert losses[0] > 0.005
+    assert losses[-1] < losses[0] / 3
+
+
+def test_greg_phase_with_view_consistency_alone():
+    G, D = _opaque_tiny_nets()
+    cfg = L.LossConfig(density_reg=0.0, view_consistency=2.0, neural_rendering_resolution_initial=16)
+    assert cfg.regularizes_G and not L.LossConfig(density_reg=0.0).regularizes_G
+    loss = L.EG3DLoss(G, D, cfg)
+    G.requires_grad_(True)
+    c = model.camera.orbit_label([1.4, 1.7, 1.5, 1.6], [1.5, 1.6, 1.55, 1.5], 2.7)
+    out = loss.accumulate_gradients("Greg", torch.zeros(4, 3, 32, 32), c, torch.randn(4, G.z_dim), c,
+                                    gain=4, cur_nimg=0)
+    assert set(out) == {"Loss/G/view_consistency"} and float(out["Loss/G/view_consistency"]) > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in G.superresolution.parameters())
+
+
 def test_gpc_swap_probability():
     c = torch.arange(20000, dtype=torch.float32)[:, None].repeat(1, 25)
     torch.manual_seed(0)

@@ -398,6 +398,10 @@ def test_official_readme_commands_resolve(tmp_path, capsys):
     assert small.G.backbone.channel_base == small.D.channel_base == 16384
     assert small.G.mapping.num_layers == 4 and small.G.c_scale == 2 and small.G_reg_interval is None
     assert small.mirror and small.loss.style_mixing_prob == 0.9 and small.ema_kimg == 1.25
+    consistent = options.resolve(options.parse_args(["--cfg=ffhq", f"--data={d512}", "--density_reg=0",
+                                                     "--view-consistency=2"]))
+    assert consistent.G_reg_interval == 4 and consistent.loss.view_consistency == 2
+    assert consistent.loss.view_consistency_yaw == 0.1
 
 
 def test_bad_command_lines_are_errors(tmp_path, capsys):

@@ -160,6 +160,9 @@ class TrainOptions:
                                       shown=f"batch * {EMA_KIMG_PER_32:g} / 32")
     ema_rampup: Optional[float] = _ours(0.05, "G_ema ramp-up", flag="--ema-rampup", metavar="FLOAT|none",
                                         parse=parse_optional_float)
+    view_consistency: float = _ours(0.0, "weight of the two-view colour consistency loss, on G's lazy "
+                                    "regularisation steps (0 = off, as official)", flag="--view-consistency")
+    view_consistency_yaw: float = _ours(0.1, "yaw between its two views (radians)", flag="--view-consistency-yaw")
     r1_interval: int = _ours(16, "lazy R1 interval", flag="--r1-interval")
     ada_interval: int = _ours(4, "ADA adjustment interval, steps", flag="--ada-interval")
     ada_kimg: float = _ours(500.0, "ADA speed: kimg for p to change by 1", flag="--ada-kimg", metavar="KIMG",

@@ -39,8 +39,9 @@ from .loss import EG3DLoss, lazy_regularization
 from .run_dir import RunDir, distributed_backend
 
 SNAPSHOT_FORMAT = "eg3d-train-state/1"
-STAT_NAMES = ("Loss/scores/fake", "Loss/signs/fake", "Loss/G/loss", "Loss/G/density_reg", "Loss/scores/real",
-              "Loss/signs/real", "Loss/D/loss", "Loss/r1_penalty", "Loss/D/reg")
+STAT_NAMES = ("Loss/scores/fake", "Loss/signs/fake", "Loss/G/loss", "Loss/G/density_reg",
+              "Loss/G/view_consistency", "Loss/scores/real", "Loss/signs/real", "Loss/D/loss",
+              "Loss/r1_penalty", "Loss/D/reg")
 
 
 class TrainingError(RuntimeError):
@@ -601,7 +602,8 @@ def _tick_line(record: Dict[str, Any]) -> str:
             f"cpumem {v['Resources/cpu_mem_gb']:<6.2f} gpumem {v.get('Resources/peak_gpu_mem_gb', 0):<6.2f} "
             f"augment {v['Progress/augment']:.3f}")
     losses = " ".join(f"{k.split('/', 1)[1]} {v[k]:.3f}" for k in
-                      ("Loss/G/loss", "Loss/D/loss", "Loss/r1_penalty", "Loss/G/density_reg") if k in v)
+                      ("Loss/G/loss", "Loss/D/loss", "Loss/r1_penalty", "Loss/G/density_reg",
+                       "Loss/G/view_consistency") if k in v)
     return line + (f"  [{losses}]" if losses else "")
 
 

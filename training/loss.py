@@ -19,6 +19,12 @@
   raw densities at 1000 random points per sample in [-1, 1]^3 and at the same points perturbed
   by N(0, density_reg_p_dist^2), times density_reg (and the lazy interval).
 - Style mixing with probability style_mixing_prob (a second z for the ws after a random cutoff).
+- Ours, off by default: view consistency. On the same lazy G steps, each sample's planes are
+  rendered from its camera and from that camera orbited by +-view_consistency_yaw (alternating);
+  the first final image is warped into the second through its rendered depth (the reprojection of
+  the `mvc` metric, `training.metrics.reprojection_error`) and the mean colour error on the pixels
+  both views see, times view_consistency (and the interval), is minimised. Depth and opacity are
+  detached: the loss teaches colour (the super-resolution's detail above all), not geometry.
 
 Every formula follows the official EG3D StyleGAN2Loss; deviations are listed in `DEVIATIONS`.
 """
@@ -32,6 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from model import ops
+
+from .metrics import orbit_pair, reprojection_error
 
 # Half-width of the cube sampled by the density regulariser, in world units. The official code
 # samples [-1, 1]^3 whatever box_warp is; points outside the tri-plane box read zero features.
@@ -63,6 +71,13 @@ class LossConfig:
     density_reg: float = 0.25
     density_reg_p_dist: float = 0.004
     reg_type: str = "l1"
+    view_consistency: float = 0.0                # ours (0 = off, the official objective)
+    view_consistency_yaw: float = 0.1            # radians between the two views
+
+    @property
+    def regularizes_G(self) -> bool:
+        """Whether G has lazy regularisation steps (Greg) at all."""
+        return self.density_reg > 0 or self.view_consistency > 0
 
 
 # ---------------------------------------------------------------------------------- schedules
@@ -139,6 +154,20 @@ def density_points(batch: int, p_dist: float, device, num_points: int = DENSITY_
     initial = (torch.rand(batch, num_points, 3, device=device) * 2 - 1) * extent
     perturbed = initial + torch.randn_like(initial) * p_dist
     return torch.cat([initial, perturbed], dim=1)
+
+
+def view_consistency(G, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor, yaw: float,
+                     neural_rendering_resolution: int) -> torch.Tensor:
+    """Mean reprojection error [] of the final images of two views of planes [B, 3, C, H, W]:
+    cameras c [B, 25] and c orbited by +-yaw (alternating over the batch) about G's pivot; the
+    first warped into the second through its own depth, which (with the opacities) is detached."""
+    signs = torch.where(torch.arange(len(c), device=c.device) % 2 == 0, 1.0, -1.0) * yaw
+    c0, c1 = orbit_pair(c, signs, list(G.cfg.rendering.avg_camera_pivot))
+    va, vb = (G.render(planes, ws, cam, neural_rendering_resolution=neural_rendering_resolution)
+              for cam in (c0, c1))
+    r = reprojection_error(va["image"], va["image_depth"].detach(), va["image_alpha"].detach(), c0,
+                           vb["image"], vb["image_depth"].detach(), vb["image_alpha"].detach(), c1)
+    return (r["error_sum"] / r["valid"].clamp_min(1)).mean().float()
 
 
 def density_l1(G, planes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -220,7 +249,7 @@ class EG3DLoss:
         if phase not in ("Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth"):
             raise ValueError(f"unknown phase {phase!r}")
         cfg = self.cfg
-        if cfg.density_reg == 0:
+        if not cfg.regularizes_G:
             phase = {"Greg": "none", "Gboth": "Gmain"}.get(phase, phase)
         if cfg.r1_gamma == 0:
             phase = {"Dreg": "none", "Dboth": "Dmain"}.get(phase, phase)
@@ -243,16 +272,24 @@ class EG3DLoss:
             out["Loss/G/loss"] = loss.detach().mean()
             scale(loss.mean().mul(gain)).backward()
 
-        if phase in ("Greg", "Gboth") and cfg.density_reg > 0:
+        if phase in ("Greg", "Gboth") and cfg.regularizes_G:
             c_cond = gpc_conditioning(gen_c, swap_prob, per_sample=False)
             ws = self.G.mapping(gen_z, c_cond, update_emas=False)
             ws = self._mix(ws, gen_z, gen_c)
             planes = self.G.planes(ws)
-            points = density_points(ws.shape[0], cfg.density_reg_p_dist, ws.device)
-            tv = density_l1(self.G, planes, points) * cfg.density_reg
-            self._report("Loss/G/density_reg", tv)
-            out["Loss/G/density_reg"] = tv.detach()
-            scale(tv.mul(gain)).backward()
+            reg = 0
+            if cfg.density_reg > 0:
+                points = density_points(ws.shape[0], cfg.density_reg_p_dist, ws.device)
+                tv = density_l1(self.G, planes, points) * cfg.density_reg
+                self._report("Loss/G/density_reg", tv)
+                out["Loss/G/density_reg"] = tv.detach()
+                reg = reg + tv
+            if cfg.view_consistency > 0:
+                vc = view_consistency(self.G, planes, ws, gen_c, cfg.view_consistency_yaw, nrr)
+                self._report("Loss/G/view_consistency", vc)
+                out["Loss/G/view_consistency"] = vc.detach()
+                reg = reg + vc * cfg.view_consistency
+            scale(reg.mul(gain)).backward()
 
         loss_dgen = 0
         if phase in ("Dmain", "Dboth"):

@@ -38,7 +38,7 @@ GRID_KIND_OF_SUFFIX = {None: "final", "_raw": "raw", "_depth": "depth"}
 PLOTS = [
     ("G / D loss", [("Loss/G/loss", "G"), ("Loss/D/loss", "D")]),
     ("Regularisation", [("Loss/r1_penalty", "R1 penalty"), ("Loss/D/reg", "D reg"),
-                        ("Loss/G/density_reg", "density reg")]),
+                        ("Loss/G/density_reg", "density reg"), ("Loss/G/view_consistency", "view consistency")]),
     ("D scores", [("Loss/scores/real", "real"), ("Loss/scores/fake", "fake")]),
     ("Augment p", [("Progress/augment", "p")]),
     ("Neural rendering resolution", [("Progress/neural_rendering_resolution", "px")]),

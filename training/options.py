@@ -258,7 +258,7 @@ def resolve(explicit: Dict[str, Any], dataset_info: Optional[Dict[str, Any]] = N
     for name in ("gamma", "glr", "dlr", "freezed", "seed", "workers", "c_scale", "c_noise", "gpc_reg_prob",
                  "gpc_reg_fade_kimg", "disc_c_noise", "density_reg", "density_reg_p_dist", "decoder_lr_mul",
                  "neural_rendering_resolution_fade_kimg", "blur_init_sigma", "sr_num_fp16_res",
-                 "g_num_fp16_res", "d_num_fp16_res", "ada_kimg"):
+                 "g_num_fp16_res", "d_num_fp16_res", "ada_kimg", "view_consistency", "view_consistency_yaw"):
         _at_least(name, getattr(o, name), 0)
     _at_least("blur_fade_kimg", o.blur_fade_kimg, 0)
     _at_least("image_snap", o.image_snap, 0, "image-snap")
@@ -369,7 +369,8 @@ def resolve(explicit: Dict[str, Any], dataset_info: Optional[Dict[str, Any]] = N
         neural_rendering_resolution_initial=nrr_initial,
         neural_rendering_resolution_final=o.neural_rendering_resolution_final,
         neural_rendering_resolution_fade_kimg=o.neural_rendering_resolution_fade_kimg,
-        density_reg=o.density_reg, density_reg_p_dist=o.density_reg_p_dist, reg_type=o.reg_type)
+        density_reg=o.density_reg, density_reg_p_dist=o.density_reg_p_dist, reg_type=o.reg_type,
+        view_consistency=o.view_consistency, view_consistency_yaw=o.view_consistency_yaw)
 
     ema_kimg = o.ema_kimg if o.ema_kimg is not None else batch * EMA_KIMG_PER_32 / 32
     ema_rampup = None if finetune else o.ema_rampup
@@ -401,7 +402,7 @@ def resolve(explicit: Dict[str, Any], dataset_info: Optional[Dict[str, Any]] = N
         options=o, cfg=o.cfg, data=os.path.abspath(data), dataset_name=name, dataset_size=size,
         resolution=resolution, mirror=o.mirror, num_gpus=o.gpus, batch_size=batch, batch_gpu=batch_gpu,
         device=o.device, G=G, D=D, loss=loss, G_opt=OptimizerConfig(lr=G_LR if o.glr is None else o.glr), D_opt=OptimizerConfig(lr=o.dlr),
-        G_reg_interval=o.density_reg_every if o.density_reg > 0 else None, D_reg_interval=o.r1_interval,
+        G_reg_interval=o.density_reg_every if loss.regularizes_G else None, D_reg_interval=o.r1_interval,
         ema_kimg=ema_kimg, ema_rampup=ema_rampup, augment=augment, total_kimg=o.kimg, kimg_per_tick=o.tick,
         image_snapshot_ticks=o.snap if o.image_snap is None else o.image_snap, network_snapshot_ticks=o.snap,
         random_seed=o.seed,
