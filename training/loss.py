@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from model import ops
 
-from .metrics import orbit_pair, reprojection_error
+from .metrics import alternating, orbit_pair, reprojection_error
 
 # Half-width of the cube sampled by the density regulariser, in world units. The official code
 # samples [-1, 1]^3 whatever box_warp is; points outside the tri-plane box read zero features.
@@ -161,8 +161,7 @@ def view_consistency(G, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor,
     """Mean reprojection error [] of the final images of two views of planes [B, 3, C, H, W]:
     cameras c [B, 25] and c orbited by +-yaw (alternating over the batch) about G's pivot; the
     first warped into the second through its own depth, which (with the opacities) is detached."""
-    signs = torch.where(torch.arange(len(c), device=c.device) % 2 == 0, 1.0, -1.0) * yaw
-    c0, c1 = orbit_pair(c, signs, list(G.cfg.rendering.avg_camera_pivot))
+    c0, c1 = orbit_pair(c, alternating(np.arange(len(c)), yaw).to(c.device), list(G.cfg.rendering.avg_camera_pivot))
     va, vb = (G.render(planes, ws, cam, neural_rendering_resolution=neural_rendering_resolution)
               for cam in (c0, c1))
     r = reprojection_error(va["image"], va["image_depth"].detach(), va["image_alpha"].detach(), c0,

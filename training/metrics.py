@@ -587,7 +587,7 @@ def _label_batches(labels: np.ndarray, num: int, batch_size: int, seed: int) -> 
         yield torch.from_numpy(np.asarray(labels, dtype=np.float32)[sel]), np.arange(start, start + len(sel))
 
 
-def _alternating(positions: np.ndarray, delta: float) -> torch.Tensor:
+def alternating(positions: np.ndarray, delta: float) -> torch.Tensor:
     return torch.from_numpy(np.where(positions % 2 == 0, delta, -delta).astype(np.float32))
 
 
@@ -615,7 +615,7 @@ def _view_pairs(G, labels: np.ndarray, num: int, batch_size: int, seed: int, yaw
     bar = _bar(num, desc, progress)
     for c, pos in _label_batches(labels, num, batch_size, seed):
         z = torch.randn([len(pos), G.z_dim], generator=gen).to(device)
-        c0, c1 = (t.to(device) for t in orbit_pair(c, _alternating(pos, yaw_delta), pivot))
+        c0, c1 = (t.to(device) for t in orbit_pair(c, alternating(pos, yaw_delta), pivot))
         yield z, c0, c1
         bar.update(len(pos))
     bar.close()
