@@ -25,6 +25,21 @@ from .triplane import PLANE_AXES, TriPlaneDecoder
 RGB_PAD = 0.001
 
 
+# softplus(x) < 2e-35 below it; clamping there keeps sigmoid(x) a normal float (`softplus`).
+SOFTPLUS_FLOOR = -80.0
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """F.softplus(x) (beta 1). On the CPU, where no gradient is recorded, as x - log(sigmoid(x))
+    on x clamped at SOFTPLUS_FLOOR: vectorised sigmoid and log beat F.softplus's exp/log1p with
+    its threshold branch (0.33 against 1.06 ms on the shipped model's [12288, 64] decoder
+    activations, 2 threads). Absolute error <= ulp(|x|) (< 8e-6 for |x| < 80)."""
+    if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+        return F.softplus(x)
+    x = x.clamp_min(SOFTPLUS_FLOOR)
+    return x.sub_(torch.sigmoid(x).log_())
+
+
 # Points per slice of the weights' gradient (a [slice, 4P, C] gather of table rows).
 WEIGHT_GRAD_SLICE = 16384
 
@@ -95,50 +110,67 @@ def planes_table(planes: torch.Tensor) -> torch.Tensor:
 def corner_maps(num_planes: int, height: int, width: int, box_warp: float, axes: str,
                 device) -> tuple:
     """Constants of `corner_weights`: world point -> padded pixel coordinates of every plane
-    (one small matmul: the axis selection and grid_sample's align_corners=False scaling), their
-    clamp limits, and pixel coordinates -> table row of the (x0, y0) corner."""
+    (one small matmul: the axis selection and grid_sample's align_corners=False scaling) and
+    their clamp limits; then the two maps to the 4P corners, both affine, so that each is one
+    matmul that writes its [K, 4P] result point-major (the layout embedding_bag reads) from
+    point-minor inputs:
+    - table row of corner (p, dy, dx) = x0 + pw * y0 + plane offset + dx + pw * dy, from the
+      clamped (x0, y0) of plane p;
+    - its weight wy * wx / P, with wx = 1 - fx or fx (wy alike), expanded as
+      a + b * fx + c * fy + d * fx * fy (a bias, a map of the fractions, a map of their products).
+    """
     pw, ph = width + 2 * BORDER, height + 2 * BORDER
     to_pix = torch.zeros(2 * num_planes, 3, device=device)
     shift = torch.zeros(2 * num_planes, 1, device=device)
-    to_row = torch.zeros(num_planes, 2 * num_planes, device=device)
+    row_map = torch.zeros(2 * num_planes, 4 * num_planes, device=device)
+    row_bias = torch.zeros(4 * num_planes, device=device)
+    frac_map = torch.zeros(2 * num_planes, 4 * num_planes, device=device)
+    product_map = torch.zeros(num_planes, 4 * num_planes, device=device)
+    weight_bias = torch.zeros(4 * num_planes, device=device)
     for p, pair in enumerate(PLANE_AXES[axes]):
         for k, (axis, size) in enumerate(zip(pair, (width, height))):
             # ((2 x / box_warp + 1) * size - 1) / 2, shifted into the padded plane
             to_pix[2 * p + k, axis] = size / box_warp
             shift[2 * p + k] = (size - 1) / 2 + BORDER
-        to_row[p, 2 * p], to_row[p, 2 * p + 1] = 1, pw
+        for dy in (0, 1):
+            for dx in (0, 1):
+                j = 4 * p + 2 * dy + dx
+                row_map[2 * p, j], row_map[2 * p + 1, j] = 1, pw
+                row_bias[j] = p * ph * pw + dx + pw * dy
+                # (1 - f) for the low corner, f for the high one: constant and slope per axis
+                (cx, sx), (cy, sy) = ((1 - dx, 2 * dx - 1), (1 - dy, 2 * dy - 1))
+                weight_bias[j] = cx * cy / num_planes
+                frac_map[2 * p, j], frac_map[2 * p + 1, j] = sx * cy / num_planes, cx * sy / num_planes
+                product_map[p, j] = sx * sy / num_planes
     low = torch.zeros(2 * num_planes, 1, device=device)              # 2 texels left of the plane
     high = torch.tensor([width, height] * num_planes, dtype=torch.float32,
                         device=device).reshape(-1, 1) + BORDER
-    plane_rows = (torch.arange(num_planes, device=device, dtype=torch.float32) * (ph * pw)).reshape(-1, 1)
-    corners = torch.tensor([0, 1, pw, pw + 1], device=device).reshape(1, 4, 1)
-    return to_pix, shift, low, high, to_row, plane_rows, corners, float(num_planes * ph * pw)
+    return (to_pix, shift, low, high, row_map, row_bias, frac_map, product_map, weight_bias,
+            float(num_planes * ph * pw))
 
 
 def corner_weights(points: torch.Tensor, batch_index: Optional[torch.Tensor], maps: tuple
                    ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Table rows [K, 4P] and weights [K, 4P] of the bilinear corners of points [K, 3].
+    """Table rows [K, 4P] and weights [K, 4P] of the bilinear corners of points [K, 3], both
+    contiguous.
 
     Matches grid_sample(bilinear, zeros padding, align_corners=False) on each plane; the
     weights include the 1/P of the mean over planes. batch_index [K] (float; None = item 0)
-    selects each point's planes. Computed point-minor ([4P, K], so every op runs over long
-    contiguous rows) and returned as transposed views. Row numbers are computed in float32,
-    exact below 2**24 rows.
+    selects each point's planes. The pixel coordinates are computed point-minor ([2P, K], long
+    contiguous rows); the corner maps of `corner_maps` then write point-major results, which
+    costs a fifth of transposing [4P, K] results (0.22 against 1.15 ms for 12,288 points, 2
+    threads). Row numbers are computed in float32, exact below 2**24 rows.
     """
-    to_pix, shift, low, high, to_row, plane_rows, corners, item_rows = maps
-    num_planes = to_row.shape[0]
+    to_pix, shift, low, high, row_map, row_bias, frac_map, product_map, weight_bias, item_rows = maps
     pix = torch.addmm(shift, to_pix, points.t())                                 # [2P, K]
     lo = torch.floor(pix)
     frac = pix - lo
-    base = torch.addmm(plane_rows, to_row, torch.clamp(lo, low, high))           # [P, K]
+    rows = torch.addmm(row_bias, torch.clamp(lo, low, high).t(), row_map)       # [K, 4P]
     if batch_index is not None:
-        base = base + batch_index * item_rows
-    rows = base.long().unsqueeze(1) + corners                                    # [P, 4, K]
-    fx, fy = frac[0::2].unsqueeze(1), frac[1::2].unsqueeze(1) * (1 / num_planes)
-    wx = torch.cat([1 - fx, fx], dim=1)                                          # [P, 2, K]
-    wy = torch.cat([1 / num_planes - fy, fy], dim=1)
-    weight = wy.unsqueeze(2) * wx.unsqueeze(1)                                   # [P, 2, 2, K]
-    return rows.reshape(4 * num_planes, -1).t(), weight.reshape(4 * num_planes, -1).t()
+        rows.add_(batch_index.unsqueeze(1), alpha=item_rows)
+    weight = torch.addmm(weight_bias, frac.t(), frac_map)                       # [K, 4P]
+    weight.addmm_((frac[0::2] * frac[1::2]).t(), product_map)
+    return rows.long(), weight
 
 
 class FastField:
@@ -186,8 +218,8 @@ class FastField:
             stop = min(start + chunk, count)
             rows, weight = corner_weights(points[start:stop], None if self.batch == 1 else
                                           batch_index[start:stop], self.maps)
-            x = gather(self.table, rows.contiguous(), weight.contiguous())          # [k, C]
-            h = F.softplus(torch.addmm(b1, x, w1))                                # [k, H]
+            x = gather(self.table, rows, weight)                                  # [k, C]
+            h = softplus(torch.addmm(b1, x, w1))                                  # [k, H]
             if grad:
                 sigmas.append(torch.addmv(bs, h, ws))
                 parts.append(torch.sigmoid(torch.addmm(bf, h, wf)))

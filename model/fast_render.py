@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import RenderingConfig
-from .fast_field import FastField, pad_range
+from .fast_field import FastField, pad_range, softplus
 from .rendering import RenderResult, importance_depths, ray_box_limits, stratified_depths
 
 PATHS = ("auto", "reference", "fast")
@@ -79,7 +79,7 @@ def interval_weights(densities: torch.Tensor, depths: torch.Tensor
     transmittance in front of each sample [R, N]; the reference's formulas (midpoint density,
     softplus(sigma - 1), cumulative product with its 1e-10)."""
     deltas = depths[:, 1:] - depths[:, :-1]
-    sigma = F.softplus((densities[:, :-1] + densities[:, 1:]) / 2 - 1)
+    sigma = softplus((densities[:, :-1] + densities[:, 1:]) / 2 - 1)
     alpha = 1 - torch.exp(-sigma * deltas)
     trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha + TRANSMITTANCE_EPS],
                                     dim=1), dim=1)

@@ -262,6 +262,39 @@ def test_plane_gather_gradients_equal_embedding_bags():
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("axes", ["official", "clean"])
+def test_gathered_corners_equal_grid_sample_mean(axes):
+    """corner_weights + gather against the reference's grid_sample of each plane and their mean:
+    non-square planes, two items, points inside, on the edge of and outside the box."""
+    from model.fast_field import corner_maps, corner_weights, gather, planes_table
+    from model.triplane import sample_planes
+    gen = torch.Generator().manual_seed(0)
+    planes = torch.randn(2, 3, 5, 7, 9, generator=gen)
+    points = (torch.rand(2, 400, 3, generator=gen) - 0.5) * 2.6     # box 2: a third outside
+    points[:, :3] = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.5, 0.0], [0.2, -0.3, 1.0]])  # on faces
+    expected = sample_planes(planes, points, 2.0, axes).mean(dim=1)   # [B, M, C]
+    rows, weight = corner_weights(points.reshape(-1, 3), torch.arange(2.0).repeat_interleave(400),
+                                  corner_maps(3, 7, 9, 2.0, axes, "cpu"))
+    assert rows.is_contiguous() and weight.is_contiguous() and rows.shape == (800, 12)
+    got = gather(planes_table(planes), rows, weight).reshape(2, 400, 5)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_softplus_equals_torch_softplus_without_overflow():
+    """The fast path's CPU softplus (x - log(sigmoid(x)) above a floor) against F.softplus in
+    float64, over the whole float range the decoder can produce; under autograd it is torch's."""
+    from model.fast_field import softplus
+    x = torch.cat([torch.linspace(-300, 300, 200001), torch.tensor([-1e30, -104.0, -88.5, 1e30])])
+    want = torch.nn.functional.softplus(x.double())
+    got = softplus(x)
+    assert torch.isfinite(got[:-1]).all() and got[-1] == 1e30
+    assert (got.double() - want).abs().max().item() < 3.1e-5            # ulp(300) = 3.05e-5
+    near = x.abs() < 80
+    assert (got[near].double() - want[near]).abs().max().item() < 8e-6
+    y = x[:1000].clone().requires_grad_(True)
+    assert softplus(y).grad_fn is not None
+
+
 def test_fast_path_camera_gradient_matches_reference(tiny_generator, one_thread):
     """Points that require grad (camera refinement): the corner weights' gradient."""
     G = tiny_generator
