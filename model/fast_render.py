@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import RenderingConfig
-from .fast_field import FastField, pad_range, softplus
+from .fast_field import FastField, pad_range, softplus_
 from .rendering import RenderResult, importance_depths, ray_box_limits, stratified_depths
 
 PATHS = ("auto", "reference", "fast")
@@ -79,7 +79,7 @@ def interval_weights(densities: torch.Tensor, depths: torch.Tensor
     transmittance in front of each sample [R, N]; the reference's formulas (midpoint density,
     softplus(sigma - 1), cumulative product with its 1e-10)."""
     deltas = depths[:, 1:] - depths[:, :-1]
-    sigma = softplus((densities[:, :-1] + densities[:, 1:]) / 2 - 1)
+    sigma = softplus_((densities[:, :-1] + densities[:, 1:]) / 2 - 1)
     alpha = 1 - torch.exp(-sigma * deltas)
     trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha + TRANSMITTANCE_EPS],
                                     dim=1), dim=1)
@@ -176,18 +176,18 @@ def render_rays(field: FastField, origins: torch.Tensor, directions: torch.Tenso
                                cfg.disparity_space_sampling, deterministic)     # [B, M, N, 1]
     o = origins.reshape(rays, 1, 3)
     d = directions.reshape(rays, 1, 3)
-    item = torch.arange(b, dtype=origins.dtype, device=origins.device)
+    item = torch.arange(b, dtype=origins.dtype, device=origins.device)      # batch_index values
 
     def run(z: torch.Tensor, keep: Optional[torch.Tensor] = None):
         """Depths [R, n] -> raw sigma [R, n], sigmoid features [R, n, F] (zero where skipped)."""
         n = z.shape[1]
-        points = (o + z.unsqueeze(-1) * d).reshape(-1, 3)
-        index = item.repeat_interleave(m * n)
+        points = torch.addcmul(o, z.unsqueeze(-1), d).reshape(-1, 3)              # [R*n, 3]
+        index = item.repeat_interleave(m * n) if b > 1 else None
         if keep is None:
             sigma, feats = field(points, index)
         else:
             sel = keep.reshape(-1).nonzero().squeeze(1)
-            s_sel, f_sel = field(points[sel], index[sel])
+            s_sel, f_sel = field(points[sel], None if index is None else index[sel])
             sigma = points.new_zeros(rays * n).index_copy(0, sel, s_sel)
             feats = f_sel.new_zeros(rays * n, f_sel.shape[1]).index_copy(0, sel, f_sel)
         if cfg.density_noise > 0:
