@@ -13,6 +13,7 @@ its points at once (one sort per pass instead of one per chunk).
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Optional, Tuple
 
@@ -108,46 +109,50 @@ def planes_table(planes: torch.Tensor) -> torch.Tensor:
     return padded.permute(0, 1, 3, 4, 2).reshape(-1, planes.shape[2]).contiguous()
 
 
+@functools.lru_cache(maxsize=16)
 def corner_maps(num_planes: int, height: int, width: int, box_warp: float, axes: str,
                 device) -> tuple:
-    """Constants of `corner_weights`: world point -> padded pixel coordinates of every plane
-    (one small matmul: the axis selection and grid_sample's align_corners=False scaling) and
-    their clamp limits; then the two maps to the 4P corners, both affine, so that each is one
-    matmul that writes its [K, 4P] result point-major (the layout embedding_bag reads) from
-    point-minor inputs:
+    """Constants of `corner_weights` (built once per plane shape, box and device; read-only):
+    world point -> padded pixel coordinates of every plane (one small matmul: the axis selection
+    and grid_sample's align_corners=False scaling) and their clamp limits; then the two maps to
+    the 4P corners, both affine, so that each is one matmul that writes its [K, 4P] result
+    point-major (the layout embedding_bag reads) from point-minor inputs:
     - table row of corner (p, dy, dx) = x0 + pw * y0 + plane offset + dx + pw * dy, from the
       clamped (x0, y0) of plane p;
     - its weight wy * wx / P, with wx = 1 - fx or fx (wy alike), expanded as
       a + b * fx + c * fy + d * fx * fy (a bias, a map of the fractions, a map of their products).
     """
     pw, ph = width + 2 * BORDER, height + 2 * BORDER
-    to_pix = torch.zeros(2 * num_planes, 3, device=device)
-    shift = torch.zeros(2 * num_planes, 1, device=device)
-    row_map = torch.zeros(2 * num_planes, 4 * num_planes, device=device)
-    row_bias = torch.zeros(4 * num_planes, device=device)
-    frac_map = torch.zeros(2 * num_planes, 4 * num_planes, device=device)
-    product_map = torch.zeros(num_planes, 4 * num_planes, device=device)
-    weight_bias = torch.zeros(4 * num_planes, device=device)
+    corners = 4 * num_planes
+    to_pix = [[0.0] * 3 for _ in range(2 * num_planes)]
+    shift, high = [], []
+    row_map = [[0.0] * corners for _ in range(2 * num_planes)]
+    frac_map = [[0.0] * corners for _ in range(2 * num_planes)]
+    product_map = [[0.0] * corners for _ in range(num_planes)]
+    row_bias, weight_bias = [0.0] * corners, [0.0] * corners
     for p, pair in enumerate(PLANE_AXES[axes]):
         for k, (axis, size) in enumerate(zip(pair, (width, height))):
             # ((2 x / box_warp + 1) * size - 1) / 2, shifted into the padded plane
-            to_pix[2 * p + k, axis] = size / box_warp
-            shift[2 * p + k] = (size - 1) / 2 + BORDER
+            to_pix[2 * p + k][axis] = size / box_warp
+            shift.append((size - 1) / 2 + BORDER)
+            high.append(size + BORDER)                  # low: 0, 2 texels left of the plane
         for dy in (0, 1):
             for dx in (0, 1):
                 j = 4 * p + 2 * dy + dx
-                row_map[2 * p, j], row_map[2 * p + 1, j] = 1, pw
+                row_map[2 * p][j], row_map[2 * p + 1][j] = 1.0, float(pw)
                 row_bias[j] = p * ph * pw + dx + pw * dy
                 # (1 - f) for the low corner, f for the high one: constant and slope per axis
                 (cx, sx), (cy, sy) = ((1 - dx, 2 * dx - 1), (1 - dy, 2 * dy - 1))
                 weight_bias[j] = cx * cy / num_planes
-                frac_map[2 * p, j], frac_map[2 * p + 1, j] = sx * cy / num_planes, cx * sy / num_planes
-                product_map[p, j] = sx * sy / num_planes
-    low = torch.zeros(2 * num_planes, 1, device=device)              # 2 texels left of the plane
-    high = torch.tensor([width, height] * num_planes, dtype=torch.float32,
-                        device=device).reshape(-1, 1) + BORDER
-    return (to_pix, shift, low, high, row_map, row_bias, frac_map, product_map, weight_bias,
-            float(num_planes * ph * pw))
+                frac_map[2 * p][j] = sx * cy / num_planes
+                frac_map[2 * p + 1][j] = cx * sy / num_planes
+                product_map[p][j] = sx * sy / num_planes
+    as_tensor = functools.partial(torch.tensor, dtype=torch.float32, device=device)
+    with torch.inference_mode(False):     # cached: usable later under autograd too
+        return (as_tensor(to_pix), as_tensor(shift).reshape(-1, 1),
+                torch.zeros(2 * num_planes, 1, device=device), as_tensor(high).reshape(-1, 1),
+                as_tensor(row_map), as_tensor(row_bias), as_tensor(frac_map),
+                as_tensor(product_map), as_tensor(weight_bias), float(num_planes * ph * pw))
 
 
 def corner_weights(points: torch.Tensor, batch_index: Optional[torch.Tensor], maps: tuple

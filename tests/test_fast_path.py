@@ -280,6 +280,19 @@ def test_gathered_corners_equal_grid_sample_mean(axes):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
+def test_corner_maps_cached_under_inference_mode_serve_autograd():
+    """corner_maps is cached per shape: built first under torch.inference_mode, it still serves
+    a gradient through the corner weights (inference tensors cannot be saved for backward)."""
+    from model.fast_field import corner_maps, corner_weights
+    with torch.inference_mode():
+        maps = corner_maps(3, 11, 13, 1.7, "clean", "cpu")
+    assert corner_maps(3, 11, 13, 1.7, "clean", "cpu") is maps
+    points = (torch.rand(50, 3) - 0.5).requires_grad_(True)
+    _, weight = corner_weights(points, None, maps)
+    weight.square().sum().backward()
+    assert points.grad is not None and points.grad.abs().sum() > 0
+
+
 def test_softplus_equals_torch_softplus_without_overflow():
     """The fast path's CPU softplus (x - log(sigmoid(x)) above a floor, in place) against
     F.softplus in float64, over the whole float range the decoder can produce; under autograd
