@@ -10,7 +10,8 @@ tri-plane cache.
 UI part: the real `app.viewer.Viewer` in its event loop (`wait_events_timeout(1/60)` + `step()`,
 as `Viewer.run` does while animating), auto-orbit on and fast previews off, so every UI frame
 changes the camera and the worker always has a full render to do. Four settings, interleaved in
-one run: the UI alone (the same frames, no renders: the ceiling the machine allows), a render
+one run: the UI alone (the same frames, no renders, woken at the UI frame rate as a worker that
+delivers instantly would wake it: the ceiling the machine allows), a render
 process with torch's default threads at the UI's priority, this viewer (a render process
 with all cores but one, at niceness +10), and this viewer with its fast previews on, as while
 dragging (the preview FPS). Prints UI FPS, the slowest UI frame, render FPS, and
@@ -34,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -124,8 +126,17 @@ def measure_ui(model_path: str, nice: int, seconds: float, threads, render: bool
     v.run_until_idle(300)
     v.settings.fast_preview = preview
     v.settings.orbit = True
+    waker = None
     if not render:
         v._submit_if_needed = lambda: None
+        # The loop sleeps up to UI_FRAME_S after each frame, and a finished render cuts that
+        # sleep short; without renders nothing would, and the ceiling would be the sleep's.
+        waker = threading.Event()
+
+        def wake():
+            while not waker.wait(UI_FRAME_S):
+                v.glfw.post_empty_event()
+        threading.Thread(target=wake, daemon=True).start()
     frames, renders, worst = 0, 0, 0.0
     serial = v.frame.serial if v.frame is not None else None
     t0 = last = time.perf_counter()
@@ -138,6 +149,8 @@ def measure_ui(model_path: str, nice: int, seconds: float, threads, render: bool
         if v.frame is not None and v.frame.serial != serial:
             serial, renders = v.frame.serial, renders + 1
     elapsed = time.perf_counter() - t0
+    if waker is not None:
+        waker.set()
     ms = v.frame.timings.get("total", 0.0) if v.frame is not None else 0.0
     v.close()
     return dict(ui_fps=frames / elapsed, worst_ms=worst * 1e3, render_fps=renders / elapsed, render_ms=ms)
