@@ -15,6 +15,7 @@ so the window opens at once; the files are polled twice a second.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
@@ -339,6 +340,14 @@ class MetricsJob:
 
 
 # ------------------------------------------------------------------------------------ window
+TITLE = "EG3D training monitor"
+# One DearPyGui context and window per process. On Linux, destroy_context leaves the viewport's
+# window open (DearPyGui issues #2173, #2662: 2.2.0 and later), and a context created beside
+# such an orphaned window crashed in its first frame (5 of 20 runs of tests/test_monitor.py,
+# which opens a Monitor per test). So a closed Monitor hands its context and window on.
+_DPG_SESSION = {"open": False}
+
+
 class Monitor:
     """The DearPyGui window. `step()` polls the files (every POLL_SECONDS) and draws one frame."""
 
@@ -359,11 +368,19 @@ class Monitor:
         self._last_poll = 0.0
         self._series_tags: Dict[Tuple[int, str], int] = {}
         self._table_key = None
-        dpg.create_context()
-        dpg.create_viewport(title="EG3D training monitor", width=size[0], height=size[1], vsync=vsync)
+        self._closed = False
+        if not _DPG_SESSION["open"]:
+            dpg.create_context()
+            dpg.create_viewport(title=TITLE, width=size[0], height=size[1], vsync=vsync)
+            dpg.setup_dearpygui()
+            dpg.show_viewport()
+            atexit.register(dpg.destroy_context)
+            _DPG_SESSION["open"] = True
+        else:                                    # the window a closed Monitor left (see close)
+            dpg.set_viewport_width(size[0])
+            dpg.set_viewport_height(size[1])
+            dpg.set_viewport_vsync(vsync)
         self._build()
-        dpg.setup_dearpygui()
-        dpg.show_viewport()
         dpg.set_primary_window("main", True)
 
     # ---------------------------------------------------------------- layout
@@ -664,10 +681,18 @@ class Monitor:
             self.dpg.render_dearpygui_frame()
 
     def close(self) -> None:
+        """Stop the metric jobs and remove this monitor's items. The DearPyGui context and its
+        window stay for the next Monitor of the process (`_DPG_SESSION`); the context is destroyed
+        at exit. A second call does nothing (the items may be the next Monitor's by then)."""
+        if self._closed:
+            return
+        self._closed = True
         for job in self.jobs:
             if job.proc.poll() is None:
                 job.proc.terminate()
-        self.dpg.destroy_context()
+        self.dpg.delete_item("main")             # first what draws the textures, then them
+        self.dpg.delete_item("textures")
+        self._stale_textures = []
 
 
 def _options_tree(dpg, value, key: str = "") -> None:
