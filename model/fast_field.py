@@ -223,8 +223,8 @@ class FastField:
         chunk = max(count, 1) if grad else self.chunk
         for start in range(0, count, chunk):
             stop = min(start + chunk, count)
-            rows, weight = corner_weights(points[start:stop], None if self.batch == 1 else
-                                          batch_index[start:stop], self.maps)
+            rows, weight = corner_weights(points[start:stop], None if self.batch == 1 or batch_index is None
+                                          else batch_index[start:stop], self.maps)
             x = gather(self.table, rows, weight)                                  # [k, C]
             h = softplus_(torch.addmm(b1, x, w1))                                 # [k, H]
             if grad:
