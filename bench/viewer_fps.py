@@ -25,7 +25,8 @@ closed panels cost nothing. Also the rate with the Ray inspector tracing one pix
 
 Render part: what the worker does for one request at the native resolution, the final image
 for a new yaw: "cached" reuses ws and planes (the camera moves), "uncached" recomputes mapping
-and planes (a new seed each frame); CPU and, when present, CUDA.
+and planes (a new seed each frame); CPU and, when present, CUDA; with the render process's
+threads (all cores but one, or --threads) and its allocator setting (`reuse_host_memory`).
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ import model  # noqa: E402
 from app import DEFAULT_MODEL_PATH  # noqa: E402
 from app import state as S  # noqa: E402
 from app.renderer_worker import WORKER_NICE  # noqa: E402
+from model.device import reuse_host_memory  # noqa: E402
 
 UI_FRAME_S = 1 / 60            # the viewer's event wait while animating
 
@@ -220,6 +222,7 @@ def main(argv=None) -> int:
 
     if args.inspect:
         torch.set_num_threads(args.threads or max(1, min(torch.get_num_threads(), cores - 1)))
+        reuse_host_memory()                             # as the render process
         with torch.no_grad():
             fps = measure_inspect(G0, args.seconds)
         print(f"inspect bare render path        : {fps['bare']:8.2f} FPS (median frame)")
@@ -249,8 +252,9 @@ def main(argv=None) -> int:
         print(f"UI  ratio this viewer rendering / UI alone: {ours['ui_fps'] / max(alone['ui_fps'], 1e-9):.2f}x "
               f"(load {os.getloadavg()[0]:.1f})")
 
-    if not args.skip_render:
+    if not args.skip_render:                            # after the UI part: it is the UI process's
         torch.set_num_threads(args.threads or max(1, min(torch.get_num_threads(), cores - 1)))
+        reuse_host_memory()                             # as the render process
         devices = (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])) if args.device == "auto" \
             else [args.device]
         for device in devices:
