@@ -210,8 +210,8 @@ class FastField:
 
     def __call__(self, points: torch.Tensor, batch_index: Optional[torch.Tensor]
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """points [K, 3], batch_index [K] (float item numbers; None: all item 0) -> sigma [K],
-        features [K, F]."""
+        """points [K, 3], batch_index [K] (float item numbers; None: all item 0, which is all
+        there is when the planes hold one item) -> sigma [K], features [K, F]."""
         w1, b1, ws, bs, wf, bf = self._weights()
         count = points.shape[0]
         grad = torch.is_grad_enabled() and (self.table.requires_grad or w1.requires_grad)
@@ -223,8 +223,8 @@ class FastField:
         chunk = max(count, 1) if grad else self.chunk
         for start in range(0, count, chunk):
             stop = min(start + chunk, count)
-            rows, weight = corner_weights(points[start:stop], None if self.batch == 1 or batch_index is None
-                                          else batch_index[start:stop], self.maps)
+            rows, weight = corner_weights(points[start:stop], None if batch_index is None else
+                                          batch_index[start:stop], self.maps)
             x = gather(self.table, rows, weight)                                  # [k, C]
             h = softplus_(torch.addmm(b1, x, w1))                                 # [k, H]
             if grad:

@@ -182,7 +182,7 @@ def render_rays(field: FastField, origins: torch.Tensor, directions: torch.Tenso
         """Depths [R, n] -> raw sigma [R, n], sigmoid features [R, n, F] (zero where skipped)."""
         n = z.shape[1]
         points = torch.addcmul(o, z.unsqueeze(-1), d).reshape(-1, 3)              # [R*n, 3]
-        index = item.repeat_interleave(m * n) if b > 1 else None
+        index = item.repeat_interleave(m * n) if field.batch > 1 else None     # None: item 0
         if keep is None:
             sigma, feats = field(points, index)
         else:

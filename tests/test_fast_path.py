@@ -270,7 +270,7 @@ def test_gathered_corners_equal_grid_sample_mean(axes):
     from model.triplane import sample_planes
     gen = torch.Generator().manual_seed(0)
     planes = torch.randn(2, 3, 5, 7, 9, generator=gen)
-    points = (torch.rand(2, 400, 3, generator=gen) - 0.5) * 2.6     # box 2: a third outside
+    points = (torch.rand(2, 400, 3, generator=gen) - 0.5) * 2.6     # box 2: about half outside
     points[:, :3] = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.5, 0.0], [0.2, -0.3, 1.0]])  # on faces
     expected = sample_planes(planes, points, 2.0, axes).mean(dim=1)   # [B, M, C]
     rows, weight = corner_weights(points.reshape(-1, 3), torch.arange(2.0).repeat_interleave(400),
